@@ -1,0 +1,379 @@
+"""The multipath data plane of one tunnel (one client <-> gateway pair), without crypto.
+
+Send side: classify -> number (global seq, per-flow seq) -> tunnel queue -> scheduler
+picks a link -> plaintext handed to `transmit(link_id, plaintext) -> counter` (the
+session seals it). Receive side: plaintext frames -> feedback to estimators, probes to
+cover tracking, data to the duplicate filter and the per-flow reorder buffer -> `delivered`.
+Local recovery: a per-link counter gap makes the receiver send a NACK; the sender resends
+those packets on the best link. A link turning suspect has its unacknowledged recent
+packets resent on the others.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import wire
+from .classify import classify
+from .link import (
+    FEEDBACK_INTERVAL,
+    PROBE_INTERVAL,
+    SUSPECT_PROBE_INTERVAL,
+    Health,
+    Link,
+    LinkConfig,
+)
+from .reorder import ReorderBuffer
+from .replay import SEQ_MOD, SeqFilter, seq_diff
+from .scheduler import assign, make_scheduler
+
+RING_SIZE = 4096  # recently sent data per link, kept for NACK and failover resends
+RESEND_AGE = 1.0  # seconds: older packets are not worth resending
+DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
+LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
+
+Transmit = Callable[[int, bytes], int]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    link: str
+    health: Health
+
+
+class _Sent:
+    """A data packet sent on a link, kept for NACK and failover resends."""
+
+    __slots__ = ("flow", "fseq", "packet", "resent", "seq", "t")
+
+    def __init__(self, t: float, flow: int, fseq: int, seq: int, packet: bytes) -> None:
+        self.t, self.flow, self.fseq, self.seq, self.packet = t, flow, fseq, seq, packet
+        self.resent = False
+
+
+class Bond:
+    def __init__(self, links: list[LinkConfig], now: float, transmit: Transmit, *,
+                 scheduler: str = "earliest-arrival", queue_limit: float = DEFAULT_QUEUE_LIMIT,
+                 outer_ipv6: bool = False) -> None:
+        self.links = [Link(c, now) for c in links]
+        self._by_id = {link.id: link for link in self.links}
+        self.transmit = transmit
+        self.scheduler = make_scheduler(scheduler)
+        self.queue_limit = queue_limit
+        self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
+        self._sealing = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN
+        self.delivered: list[bytes] = []
+        self.events: list[LinkEvent] = []
+        self.next_seq = 0
+        self._flow_seq = [0] * 256
+        self._queues: dict[int, deque[tuple[float, int, int, int, bytes, bool]]] = {
+            link.id: deque() for link in self.links}
+        self._sent: dict[int, dict[int, _Sent]] = {link.id: {} for link in self.links}
+        self._sent_order: dict[int, deque[int]] = {link.id: deque() for link in self.links}
+        self._acked: dict[int, int] = {link.id: -1 for link in self.links}
+        self._nack_hold_until = 0.0
+        self._now = now
+        self.reorder = ReorderBuffer()
+        self._seen = SeqFilter()
+        self.stats = dict.fromkeys(
+            ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
+             "nacks_received", "bad_frames", "urgent"), 0)
+
+    # ------------------------------------------------------------------ helpers
+
+    def link(self, link_id: int) -> Link | None:
+        return self._by_id.get(link_id)
+
+    def wire_size(self, plain_len: int) -> int:
+        return plain_len + self._sealing + self._ip_overhead
+
+    def _max_plain(self, link: Link) -> int:
+        return link.config.mtu - self._ip_overhead - self._sealing
+
+    def _control_for(self, link: Link, now: float, room: int) -> bytes:
+        """Feedback owed on this link, if it is due and fits in `room` bytes."""
+        if (link.rx_pending_feedback and room >= wire.FEEDBACK.size
+                and now >= link.last_feedback_tx + FEEDBACK_INTERVAL):
+            return wire.encode_frame(self._feedback(link, now))
+        return b""
+
+    def _feedback(self, link: Link, now: float) -> wire.Feedback:
+        now_us = int(now * 1e6)
+        hold = int((now - link.rx_last_arrival) * 1e6)
+        fb = wire.Feedback(link.id, link.rx_packets, link.rx_bytes, link.rx_last_ts, max(0, hold),
+                           now_us, link.rx_owd_min or 0, max(0, link.rx_highest_counter))
+        link.rx_pending_feedback = False
+        link.rx_owd_min = None
+        link.last_feedback_tx = now
+        return fb
+
+    def _send(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
+        counter = self.transmit(link.id, plaintext)
+        link.tx_packets += 1
+        link.tx_bytes += self.wire_size(len(plaintext))
+        link.last_tx = now
+        if data:
+            link.last_data_tx = now
+        return counter
+
+    def _send_control(self, link: Link, frames: bytes, now: float) -> None:
+        ts = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
+        self._send(link, ts + frames, now, data=False)
+
+    # ------------------------------------------------------------------ send side
+
+    def on_tun_packet(self, packet: bytes, now: float) -> None:
+        self._now = now
+        self.stats["tun_in"] += 1
+        flow, urgent = classify(packet)
+        fseq = self._flow_seq[flow]
+        self._flow_seq[flow] = (fseq + 1) & 0xFFFF
+        seq = self.next_seq
+        self.next_seq = (seq + 1) & (SEQ_MOD - 1)
+        size = self.wire_size(len(packet) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+        link = self.scheduler.pick(self.links, size, now)
+        if urgent:  # ahead of every queued bulk packet
+            self.stats["urgent"] += 1
+            link.next_free = max(link.next_free, now) + size * 8 / link.pace_rate
+            self._send_data(link, flow, fseq, seq, packet, False, now)
+            return
+        self._enqueue(link, size, (flow, fseq, seq, packet, False), now)
+
+    def _enqueue(self, link: Link, size: int, item: tuple[int, int, int, bytes, bool],
+                 now: float) -> None:
+        start = link.next_free if link.next_free > now else now
+        if start - now > self.queue_limit:
+            self.stats["queue_drops"] += 1  # the tunnel is full: the inner flow must slow down
+            return
+        assign(link, size, now)
+        queue = self._queues[link.id]
+        queue.append((start, *item))
+        if len(queue) == 1 and start - LINK_BACKLOG <= now:
+            self._pump(link, now)
+
+    def _pump(self, link: Link, now: float) -> None:
+        queue = self._queues[link.id]
+        limit = now + LINK_BACKLOG
+        while queue and queue[0][0] <= limit:
+            _, flow, fseq, seq, packet, resend = queue.popleft()
+            self._send_data(link, flow, fseq, seq, packet, resend, now)
+
+    def _send_data(self, link: Link, flow: int, fseq: int, seq: int, packet: bytes,
+                   resend: bool, now: float) -> None:
+        body = wire.encode_data_header(flow, fseq, seq, resend) + packet
+        room = self._max_plain(link) - wire.INNER_TS_LEN - len(body)
+        control = self._control_for(link, now, room)
+        plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + body
+        counter = self._send(link, plaintext, now, data=True)
+        sent, order = self._sent[link.id], self._sent_order[link.id]
+        sent[counter] = _Sent(now, flow, fseq, seq, packet)
+        order.append(counter)
+        if len(order) > RING_SIZE:
+            sent.pop(order.popleft(), None)
+
+    def _resend(self, items: list[tuple[int, int, int, bytes, bool]], now: float) -> None:
+        """Put packets at the head of the queue of the best link for each, and send."""
+        for item in items:
+            size = self.wire_size(len(item[3]) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+            link = self.scheduler.pick(self.links, size, now)
+            link.next_free = max(link.next_free, now) + size * 8 / link.pace_rate
+            self._queues[link.id].appendleft((now, *item))
+            self._pump(link, now)
+        self.stats["resent"] += len(items)
+
+    def _failover(self, link: Link, now: float) -> None:
+        """A link went quiet: move its queue to the others and resend what it carried
+        that the peer has not acknowledged."""
+        queued = [(f, fs, s, p, r) for _, f, fs, s, p, r in self._queues[link.id]]
+        self._queues[link.id].clear()
+        link.next_free = now
+        acked = self._acked[link.id]
+        unacked = []
+        for c, e in self._sent[link.id].items():
+            if c > acked and not e.resent and now - e.t < RESEND_AGE:
+                e.resent = True
+                unacked.append((e.flow, e.fseq, e.seq, e.packet, True))
+        if unacked:
+            self._resend(unacked, now)
+        for item in queued:
+            size = self.wire_size(len(item[3]) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
+
+    # ------------------------------------------------------------------ receive side
+
+    def on_plaintext(self, link_id: int, plaintext: bytes, size: int, counter: int,
+                     now: float) -> None:
+        """An authenticated datagram's plaintext arrived on a link."""
+        link = self._by_id.get(link_id)
+        if link is None:
+            self.stats["bad_frames"] += 1
+            return
+        try:
+            ts, frames = wire.decode_plaintext(plaintext)
+        except wire.WireError:
+            self.stats["bad_frames"] += 1
+            return
+        changed = link.on_heard(now)
+        if changed is not None:
+            self.events.append(LinkEvent(link.name, changed))
+        self._now = now
+        self._detect_gap(link, counter, now)
+        now_us = int(now * 1e6)
+        # only data and probes are answered with feedback: feedback never answers feedback
+        wants = any(isinstance(f, wire.Data | wire.Probe) for f in frames)
+        link.on_rx(now, now_us, size, ts, counter, wants)
+        for frame in frames:
+            if isinstance(frame, wire.Data):
+                self._on_data(link, frame, now)
+            elif isinstance(frame, wire.Feedback):
+                self._on_feedback(frame, now, now_us)
+            elif isinstance(frame, wire.Probe):
+                self._cover(link, frame.head)
+            elif isinstance(frame, wire.Nack):
+                self._on_nack(frame, now)
+        self._release(now)
+
+    def _cover(self, link: Link, head: int) -> None:
+        if not link.head_known or seq_diff(head, link.head_cover) > 0:
+            link.head_cover = head
+            link.head_known = True
+
+    def _on_data(self, link: Link, frame: wire.Data, now: float) -> None:
+        if not frame.resend:
+            self._cover(link, (frame.seq + 1) & (SEQ_MOD - 1))
+        if not self._seen.first_time(frame.seq):
+            self.stats["duplicates"] += 1
+            return
+        out = self.reorder.push(frame.flow, frame.flow_seq, frame.seq, frame.packet, now)
+        if out:
+            self.delivered.extend(out)
+            self.stats["tun_out"] += len(out)
+
+    def _on_feedback(self, fb: wire.Feedback, now: float, now_us: int) -> None:
+        link = self._by_id.get(fb.link)
+        if link is None:
+            return
+        link.on_feedback(now, now_us, fb.echo_ts, fb.echo_hold_us, fb.rx_time_us, fb.rx_bytes,
+                         fb.rx_packets, fb.owd_min_us, fb.highest_counter)
+        if fb.highest_counter > self._acked[fb.link]:
+            self._acked[fb.link] = fb.highest_counter
+
+    def _detect_gap(self, link: Link, counter: int, now: float) -> None:
+        highest = link.rx_highest_counter
+        if highest < 0 or counter <= highest + 1:
+            return
+        missing = tuple(range(max(highest + 1, counter - wire.NACK_MAX), counter))
+        best = min((lk for lk in self.links if lk.usable), key=lambda lk: lk.path_delay,
+                   default=link)
+        self._send_control(best, wire.encode_frame(wire.Nack(link.id, missing)), now)
+        self.stats["nacks_sent"] += 1
+        rtt = best.srtt if best.srtt is not None else 0.1
+        self._nack_hold_until = max(self._nack_hold_until, now + 1.5 * rtt + 0.010)
+
+    def _on_nack(self, nack: wire.Nack, now: float) -> None:
+        self.stats["nacks_received"] += 1
+        sent = self._sent.get(nack.link)
+        if sent is None:
+            return
+        items = []
+        for c in nack.counters:
+            e = sent.get(c)
+            if e is not None and not e.resent and now - e.t < RESEND_AGE:
+                e.resent = True
+                items.append((e.flow, e.fseq, e.seq, e.packet, True))
+        if items:
+            self._resend(items, now)
+
+    def _covered(self, seq: int) -> bool:
+        if self._now < self._nack_hold_until:
+            return False
+        for link in self.links:
+            if (link.head_known and self._now - link.last_heard < 3 * PROBE_INTERVAL
+                    and seq_diff(link.head_cover, seq) <= 0):
+                return False
+        return True
+
+    def reorder_timeout(self) -> float:
+        """How long a gap may hold a flow: the spread of one-way delays across live links."""
+        stats = [(lk.rx_owd_avg, lk.rx_owd_dev) for lk in self.links
+                 if lk.rx_owd_avg is not None and self._now - lk.last_heard < 3 * PROBE_INTERVAL]
+        spread = 0.0
+        if stats:
+            hi = max(avg + 3 * dev for avg, dev in stats)
+            lo = min(avg - dev for avg, dev in stats)
+            spread = (hi - lo) / 1e6
+        timeout = min(0.300, max(0.010, spread + 0.005))
+        if self._now < self._nack_hold_until:
+            timeout = max(timeout, self._nack_hold_until - self._now + 0.005)
+        return timeout
+
+    def _release(self, now: float) -> None:
+        self._now = now
+        if self.reorder.held:
+            out = self.reorder.release(now, self._covered, self.reorder_timeout())
+            if out:
+                self.delivered.extend(out)
+                self.stats["tun_out"] += len(out)
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, now: float) -> None:
+        self._now = now
+        for link in self.links:
+            self._pump(link, now)
+            changed = link.check_silence(now)
+            if changed is not None:
+                self.events.append(LinkEvent(link.name, changed))
+                if changed is Health.SUSPECT:
+                    self._failover(link, now)
+            self._keepalive(link, now)
+        self._release(now)
+
+    def _keepalive(self, link: Link, now: float) -> None:
+        interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
+        if now >= link.last_tx + interval:
+            frames = wire.PROBE.pack(wire.FRAME_PROBE, self.next_seq)
+            frames += self._control_for(link, now, 1 << 16)
+            self._send_control(link, frames, now)
+        elif link.rx_pending_feedback and now >= link.last_feedback_tx + FEEDBACK_INTERVAL:
+            self._send_control(link, wire.encode_frame(self._feedback(link, now)), now)
+
+    def next_deadline(self) -> float:
+        deadline = float("inf")
+        for link in self.links:
+            queue = self._queues[link.id]
+            if queue:
+                deadline = min(deadline, queue[0][0] - LINK_BACKLOG)
+            interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
+            deadline = min(deadline, link.last_tx + interval)
+            if link.rx_pending_feedback:
+                deadline = min(deadline, link.last_feedback_tx + FEEDBACK_INTERVAL)
+            deadline = min(deadline, link.silence_deadline(self._now))
+        if self.reorder.held:
+            held_deadline = self.reorder.next_deadline(self.reorder_timeout())
+            if held_deadline is not None:
+                deadline = min(deadline, held_deadline)
+        return deadline
+
+    def queue_length(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def on_new_send_keys(self) -> None:
+        """Counters restart under new keys: forget the counter-indexed send history."""
+        for link in self.links:
+            self._sent[link.id].clear()
+            self._sent_order[link.id].clear()
+            self._acked[link.id] = -1
+
+    def reset_receive(self) -> None:
+        """The peer restarted: its sequence numbers start over."""
+        self.reorder = ReorderBuffer()
+        self._seen = SeqFilter()
+        for link in self.links:
+            link.head_known = False
+
+    def on_new_recv_keys(self) -> None:
+        for link in self.links:
+            link.on_new_session()

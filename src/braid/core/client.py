@@ -1,0 +1,154 @@
+"""Client role core: initiates handshakes over every link and runs one Peer (the gateway)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import noise, wire
+from .handshake import (
+    PROLOGUE,
+    REKEY_RETRY,
+    HandshakeEvent,
+    HandshakeState,
+    InitPayload,
+    RespPayload,
+    transition,
+)
+from .link import LinkConfig
+from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer
+
+Random = Callable[[int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientParams:
+    private_key: bytes
+    gateway_public_key: bytes
+    links: tuple[LinkConfig, ...]
+    scheduler: str = "earliest-arrival"
+    queue_limit: float = 0.05
+    outer_ipv6: bool = False
+
+
+class ClientCore:
+    def __init__(self, params: ClientParams, now: float, *, random: Random, wall_offset: float
+                 ) -> None:
+        """`wall_offset` = wall clock - monotonic clock, for handshake timestamps."""
+        self.params = params
+        self._random = random
+        self._wall_offset = wall_offset
+        self.instance = struct.unpack("!I", random(4))[0]
+        self.peer = Peer("gateway", list(params.links), now, scheduler=params.scheduler,
+                         queue_limit=params.queue_limit, outer_ipv6=params.outer_ipv6)
+        self.state = HandshakeState.IDLE
+        self._pending: dict[int, noise.InitiatorPending] = {}  # sender index -> state
+        self._next_attempt = now
+        self._last_wall_us = 0
+        self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed",
+                                       "no_session", "handshakes"), 0)
+        self.events: list[str] = []
+
+    # ------------------------------------------------------------------ outputs
+
+    @property
+    def datagrams(self) -> list[Datagram]:
+        return self.peer.out
+
+    @property
+    def delivered(self) -> list[bytes]:
+        return self.peer.bond.delivered
+
+    # ------------------------------------------------------------------ handshake
+
+    def _wall_us(self, now: float) -> int:
+        wall = int((now + self._wall_offset) * 1e6)
+        self._last_wall_us = max(wall, self._last_wall_us + 1)
+        return self._last_wall_us
+
+    def _needs_handshake(self, now: float) -> bool:
+        current = self.peer.current
+        return current is None or current.needs_rekey(now)
+
+    def _send_initiations(self, now: float) -> None:
+        index = struct.unpack("!I", self._random(4))[0]
+        wall = self._wall_us(now)
+        names = tuple(c.name for c in self.params.links)
+        self._pending = {}
+        for link in self.params.links:
+            payload = InitPayload(wall, self.instance, link.link_id, names).encode()
+            e_pub, s_sealed, p_sealed, pending = noise.initiator_write(
+                self.params.private_key, self.params.gateway_public_key, self._random(32),
+                payload, PROLOGUE)
+            self._pending[index] = pending
+            msg = wire.HandshakeInit(index, e_pub, s_sealed, p_sealed).encode()
+            self.peer.out.append(Datagram(link.link_id, None, msg))
+            index = (index + 1) & 0xFFFFFFFF
+        self.state = transition(self.state, HandshakeEvent.SEND)
+        jitter = self._random(1)[0] / 255 * 0.2
+        self._next_attempt = now + REKEY_RETRY + jitter
+
+    def _on_response(self, msg: wire.HandshakeResp, now: float) -> None:
+        pending = self._pending.get(msg.receiver_index)
+        if pending is None:
+            self.counters["unknown_index"] += 1
+            return
+        try:
+            payload, keys = noise.initiator_read(pending, msg.ephemeral, msg.payload_sealed)
+            resp = RespPayload.decode(payload)
+        except (noise.HandshakeError, wire.WireError):
+            self.counters["handshake_failed"] += 1
+            return
+        self._pending = {}
+        self.counters["handshakes"] += 1
+        if self.peer.set_remote_instance(resp.instance):
+            self.events.append("gateway restarted: receive state reset")
+        keypair = Keypair(keys, msg.receiver_index, msg.sender_index, now)
+        self.peer.install(keypair, confirmed=True)
+        self.state = transition(self.state, HandshakeEvent.RESPONSE)
+        self.events.append("handshake complete")
+        for link in self.peer.bond.links:  # confirm the keys and show the gateway each link
+            link.last_tx = -1.0
+        self.peer.bond.on_timer(now)
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_datagram(self, link_id: int, data: bytes, now: float) -> None:
+        try:
+            msg = wire.decode_outer(data)
+        except wire.WireError:
+            self.counters["garbage"] += 1
+            return
+        if isinstance(msg, wire.HandshakeResp):
+            self._on_response(msg, now)
+        elif isinstance(msg, wire.TransportHeader):
+            for kp in self.peer.keypairs():
+                if kp.local_index == msg.receiver_index:
+                    self.peer.on_transport(kp, msg, data, now)
+                    return
+            self.counters["unknown_index"] += 1
+        else:
+            self.counters["garbage"] += 1  # a client never answers initiations
+
+    def on_tun_packet(self, packet: bytes, now: float) -> None:
+        if not self.peer.established:
+            self.counters["no_session"] += 1
+            return
+        self.peer.bond.on_tun_packet(packet, now)
+
+    def on_timer(self, now: float) -> None:
+        if self._needs_handshake(now) and now >= self._next_attempt:
+            self._send_initiations(now)
+        self.peer.expire_keys(now)
+        if self.peer.current is None and self.state is HandshakeState.ESTABLISHED:
+            self.state = transition(self.state, HandshakeEvent.KEYS_EXPIRED)
+        if self.peer.established:
+            self.peer.bond.on_timer(now)
+
+    def next_deadline(self) -> float:
+        current = self.peer.current
+        if current is None:
+            return self._next_attempt
+        rekey = max(self._next_attempt, current.created + REKEY_AFTER_TIME)
+        return min(self.peer.bond.next_deadline(), rekey)

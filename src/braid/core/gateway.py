@@ -1,0 +1,199 @@
+"""Gateway role core: answers handshakes from known clients, one Peer per client, routes the
+TUN's packets to the client owning the destination and checks each client's source addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import noise, wire
+from .classify import destination_address, source_address
+from .handshake import PROLOGUE, InitPayload, RespPayload
+from .link import LinkConfig
+from .session import Address, Datagram, Keypair, Peer
+
+Random = Callable[[int], bytes]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEntry:
+    name: str
+    public_key: bytes
+    networks: tuple[Network, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayParams:
+    private_key: bytes
+    clients: tuple[ClientEntry, ...]
+    scheduler: str = "earliest-arrival"
+    queue_limit: float = 0.05
+    link_mtu: int = 1500
+    outer_ipv6: bool = False
+
+
+class _Routes:
+    """Inner destination -> client name: exact host addresses first, then longest prefix."""
+
+    def __init__(self, clients: tuple[ClientEntry, ...]) -> None:
+        self.hosts: dict[bytes, str] = {}
+        self.nets: list[tuple[Network, str]] = []
+        for c in clients:
+            for net in c.networks:
+                if net.num_addresses == 1:
+                    self.hosts[net.network_address.packed] = c.name
+                else:
+                    self.nets.append((net, c.name))
+        self.nets.sort(key=lambda item: -item[0].prefixlen)
+
+    def lookup(self, addr: bytes) -> str | None:
+        name = self.hosts.get(addr)
+        if name is not None or not self.nets:
+            return name
+        ip = ipaddress.ip_address(addr)
+        for net, owner in self.nets:
+            if ip.version == net.version and ip in net:
+                return owner
+        return None
+
+
+class GatewayCore:
+    def __init__(self, params: GatewayParams, now: float, *, random: Random) -> None:
+        self.params = params
+        self._random = random
+        self.instance = struct.unpack("!I", random(4))[0]
+        self._by_key = {c.public_key: c for c in params.clients}
+        self._routes = _Routes(params.clients)
+        self._allowed = {c.name: _Routes((c,)) for c in params.clients}
+        self.peers: dict[str, Peer] = {}
+        self._index: dict[int, tuple[Peer, Keypair]] = {}
+        self._last_wall: dict[str, int] = {}
+        self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
+        self.delivered: list[bytes] = []
+        self.events: list[str] = []
+        self.counters = dict.fromkeys(
+            ("garbage", "unknown_index", "handshake_failed", "unknown_client", "stale_initiation",
+             "spoofed_source", "no_route", "handshakes"), 0)
+
+    # ------------------------------------------------------------------ handshake
+
+    def _new_index(self) -> int:
+        while True:
+            index = struct.unpack("!I", self._random(4))[0]
+            if index not in self._index:
+                return index
+
+    def _on_initiation(self, msg: wire.HandshakeInit, addr: Address, now: float) -> None:
+        try:
+            read = noise.responder_read(self.params.private_key, msg.ephemeral, msg.static_sealed,
+                                        msg.payload_sealed, PROLOGUE)
+            payload = InitPayload.decode(read.payload)
+        except (noise.HandshakeError, wire.WireError):
+            self.counters["handshake_failed"] += 1
+            return
+        client = self._by_key.get(read.remote_static)
+        if client is None:
+            self.counters["unknown_client"] += 1
+            return
+        if payload.wall_us <= self._last_wall.get(client.name, -1):
+            self.counters["stale_initiation"] += 1  # replayed or duplicate (sent on every link)
+            return
+        self._last_wall[client.name] = payload.wall_us
+        peer = self._peer_for(client, payload, now)
+        index = self._new_index()
+        e_pub, sealed, keys = noise.responder_write(read, self._random(32),
+                                                    RespPayload(self.instance).encode())
+        keypair = Keypair(keys, index, msg.sender_index, now)
+        if peer.pending is not None:
+            self._index.pop(peer.pending.local_index, None)
+        peer.install(keypair, confirmed=False)
+        self._index[index] = (peer, keypair)
+        resp = wire.HandshakeResp(index, msg.sender_index, e_pub, sealed).encode()
+        self.datagrams.append(Datagram(payload.link_id, addr, resp))
+        self.counters["handshakes"] += 1
+        self.events.append(f"{client.name}: handshake on link {payload.link_names[payload.link_id]}")
+
+    def _peer_for(self, client: ClientEntry, payload: InitPayload, now: float) -> Peer:
+        peer = self.peers.get(client.name)
+        if peer is None or peer.link_names != payload.link_names:
+            if peer is not None:
+                for kp in peer.keypairs():
+                    self._index.pop(kp.local_index, None)
+            links = [LinkConfig(name, i, self.params.link_mtu)
+                     for i, name in enumerate(payload.link_names)]
+            peer = Peer(client.name, links, now, scheduler=self.params.scheduler,
+                        queue_limit=self.params.queue_limit, outer_ipv6=self.params.outer_ipv6,
+                        learns_addresses=True)
+            self.peers[client.name] = peer
+        if peer.set_remote_instance(payload.instance):
+            self.events.append(f"{client.name}: client restarted")
+        return peer
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_datagram(self, addr: Address, data: bytes, now: float) -> None:
+        try:
+            msg = wire.decode_outer(data)
+        except wire.WireError:
+            self.counters["garbage"] += 1
+            return
+        if isinstance(msg, wire.TransportHeader):
+            entry = self._index.get(msg.receiver_index)
+            if entry is None:
+                self.counters["unknown_index"] += 1
+                return
+            peer, keypair = entry
+            if peer.on_transport(keypair, msg, data, now):
+                peer.learn_address(msg.link_id, addr, now)  # only after authentication
+                self._collect(peer)
+        elif isinstance(msg, wire.HandshakeInit):
+            self._on_initiation(msg, addr, now)
+        else:
+            self.counters["garbage"] += 1
+
+    def _collect(self, peer: Peer) -> None:
+        delivered = peer.bond.delivered
+        if not delivered:
+            return
+        allowed = self._allowed[peer.name]
+        for packet in delivered:
+            src = source_address(packet)
+            if src is not None and allowed.lookup(src) == peer.name:
+                self.delivered.append(packet)
+            else:
+                self.counters["spoofed_source"] += 1
+        delivered.clear()
+
+    def on_tun_packet(self, packet: bytes, now: float) -> None:
+        dst = destination_address(packet)
+        name = self._routes.lookup(dst) if dst is not None else None
+        peer = self.peers.get(name) if name is not None else None
+        if peer is None or not peer.established:
+            self.counters["no_route"] += 1
+            return
+        peer.bond.on_tun_packet(packet, now)
+
+    def on_timer(self, now: float) -> None:
+        for peer in self.peers.values():
+            for kp in peer.expire_keys(now):
+                self._index.pop(kp.local_index, None)
+            if peer.established:
+                peer.bond.on_timer(now)
+                self._collect(peer)
+
+    def next_deadline(self) -> float:
+        return min((p.bond.next_deadline() for p in self.peers.values() if p.established),
+                   default=float("inf"))
+
+    def drain_datagrams(self) -> list[Datagram]:
+        out = self.datagrams
+        self.datagrams = []
+        for peer in self.peers.values():
+            if peer.out:
+                out.extend(peer.out)
+                peer.out.clear()
+        return out

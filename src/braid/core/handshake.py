@@ -1,0 +1,94 @@
+"""Handshake messages: Noise IK payloads and the initiator's state machine."""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from .wire import WireError
+
+PROLOGUE = b"braid/1"
+MAX_LINKS = 32
+REKEY_RETRY = 1.0  # seconds between handshake attempts while unanswered
+
+
+@dataclass(frozen=True, slots=True)
+class InitPayload:
+    """Sealed inside message 1: freshness, the client's instance, its links' names."""
+
+    wall_us: int  # strictly increasing per client: stops replay of old initiations
+    instance: int  # random per client process: a change means the client restarted
+    link_id: int  # the link this initiation was sent on
+    link_names: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        out = struct.pack("!QIBB", self.wall_us, self.instance, self.link_id, len(self.link_names))
+        for name in self.link_names:
+            raw = name.encode()
+            out += bytes((len(raw),)) + raw
+        return out
+
+    @classmethod
+    def decode(cls, raw: bytes) -> InitPayload:
+        if len(raw) < 14:
+            raise WireError("initiation payload too short")
+        wall, instance, link_id, count = struct.unpack_from("!QIBB", raw)
+        if count == 0 or count > MAX_LINKS or link_id >= count:
+            raise WireError("initiation payload has a bad link count")
+        pos, names = 14, []
+        for _ in range(count):
+            if pos >= len(raw) or pos + 1 + raw[pos] > len(raw):
+                raise WireError("initiation payload truncated")
+            n = raw[pos]
+            try:
+                names.append(raw[pos + 1 : pos + 1 + n].decode())
+            except UnicodeDecodeError as exc:
+                raise WireError("link name is not UTF-8") from exc
+            pos += 1 + n
+        if pos != len(raw):
+            raise WireError("initiation payload has trailing bytes")
+        return cls(wall, instance, link_id, tuple(names))
+
+
+@dataclass(frozen=True, slots=True)
+class RespPayload:
+    instance: int  # the gateway's instance
+
+    def encode(self) -> bytes:
+        return struct.pack("!I", self.instance)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> RespPayload:
+        if len(raw) != 4:
+            raise WireError("response payload has a bad length")
+        return cls(struct.unpack("!I", raw)[0])
+
+
+class HandshakeState(enum.Enum):
+    IDLE = "idle"  # no keys, nothing sent
+    SENT = "sent"  # initiation sent, waiting for the response
+    ESTABLISHED = "established"  # transport keys in use (a rekey may be under way)
+
+
+class HandshakeEvent(enum.Enum):
+    SEND = "send"
+    RESPONSE = "response"
+    KEYS_EXPIRED = "keys-expired"
+
+
+HANDSHAKE_TRANSITIONS: dict[tuple[HandshakeState, HandshakeEvent], HandshakeState] = {
+    (HandshakeState.IDLE, HandshakeEvent.SEND): HandshakeState.SENT,
+    (HandshakeState.SENT, HandshakeEvent.SEND): HandshakeState.SENT,
+    (HandshakeState.SENT, HandshakeEvent.RESPONSE): HandshakeState.ESTABLISHED,
+    (HandshakeState.ESTABLISHED, HandshakeEvent.SEND): HandshakeState.ESTABLISHED,
+    (HandshakeState.ESTABLISHED, HandshakeEvent.RESPONSE): HandshakeState.ESTABLISHED,
+    (HandshakeState.ESTABLISHED, HandshakeEvent.KEYS_EXPIRED): HandshakeState.IDLE,
+}
+
+
+def transition(state: HandshakeState, event: HandshakeEvent) -> HandshakeState:
+    try:
+        return HANDSHAKE_TRANSITIONS[(state, event)]
+    except KeyError:
+        raise ValueError(f"no handshake transition from {state.value} on {event.value}") from None

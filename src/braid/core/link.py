@@ -1,0 +1,303 @@
+"""One uplink as seen by one tunnel end: configured state, health machine and estimators.
+
+Configured state (what the operator set) is `LinkConfig`; everything measured lives in
+`Link`. Times are monotonic seconds passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from .replay import SEQ_MOD, seq_diff
+
+FEEDBACK_INTERVAL = 0.020  # receiver reports per link at most this often while data flows
+PROBE_INTERVAL = 0.100  # keepalive probe on a link idle this long
+SUSPECT_PROBE_INTERVAL = 0.030  # probes on a suspect link, to see it come back quickly
+SILENCE_FLOOR = 0.060
+READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
+DOWN_AFTER = 2.0  # suspect this long: down
+OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
+MIN_RATE = 64_000.0  # bit/s: floor of every estimate, so a link can always be probed
+INITIAL_RATE = 1_000_000.0
+STARTUP_GAIN = 2.0
+PROBE_GAIN = 1.25
+DRAIN_GAIN = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    name: str
+    link_id: int
+    mtu: int = 1500
+
+
+class Health(enum.Enum):
+    UP = "up"
+    SUSPECT = "suspect"
+    DOWN = "down"
+
+
+class HealthEvent(enum.Enum):
+    SILENT = "silent"  # nothing heard for longer than the silence limit
+    LONG_SILENT = "long-silent"
+    HEARD_ENOUGH = "heard-enough"  # READMIT_GOOD datagrams heard since it went quiet
+
+
+HEALTH_TRANSITIONS: dict[tuple[Health, HealthEvent], Health] = {
+    (Health.UP, HealthEvent.SILENT): Health.SUSPECT,
+    (Health.SUSPECT, HealthEvent.LONG_SILENT): Health.DOWN,
+    (Health.SUSPECT, HealthEvent.HEARD_ENOUGH): Health.UP,
+    (Health.DOWN, HealthEvent.HEARD_ENOUGH): Health.UP,
+}
+
+
+class WindowedMax:
+    """Max of (time, value) samples over a sliding window (monotonic deque)."""
+
+    __slots__ = ("_q", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._q: deque[tuple[float, float]] = deque()
+
+    def update(self, now: float, value: float) -> None:
+        q = self._q
+        while q and q[-1][1] <= value:
+            q.pop()
+        q.append((now, value))
+        while q[0][0] < now - self.window:
+            q.popleft()
+
+    def get(self, default: float) -> float:
+        return self._q[0][1] if self._q else default
+
+
+class WindowedMin(WindowedMax):
+    def update(self, now: float, value: float) -> None:
+        super().update(now, -value)
+
+    def get(self, default: float) -> float:
+        return -self._q[0][1] if self._q else default
+
+
+class Link:
+    """Observed state of one link at one end: what we sent, what we heard, what we estimate."""
+
+    def __init__(self, config: LinkConfig, now: float) -> None:
+        self.config = config
+        self.id = config.link_id
+        self.name = config.name
+        self.health = Health.SUSPECT  # unproven until heard from
+        self.heard_in_row = 0
+        self.last_heard = -1.0
+        self.silent_since = now
+        # sending side
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.last_tx = -1.0
+        self.last_data_tx = -1.0
+        self.next_free = now  # pacing virtual clock
+        # receiving side (what we report in feedback)
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.rx_last_ts = 0
+        self.rx_last_arrival = 0.0
+        self.rx_owd_min: int | None = None
+        self.rx_highest_counter = -1
+        self.rx_pending_feedback = False
+        self.last_feedback_tx = -1.0
+        self.head_cover = 0  # peer's head seq carried by the latest datagram on this link
+        self.head_known = False
+        # estimators fed by the peer's feedback
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.min_rtt = WindowedMin(OWD_BASE_WINDOW)
+        self.btl = INITIAL_RATE  # bottleneck rate estimate, bit/s
+        self.recent_rate = 0.0
+        self._fb_hist: deque[tuple[int, int]] = deque(maxlen=8)  # (rx_time_us, rx_bytes)
+        self.owd_base = WindowedMin(OWD_BASE_WINDOW)
+        self.owd_recent: int | None = None
+        self.startup = True
+        self.loss = 0.0
+        self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
+        self.feedback_count = 0
+        self.rx_owd_avg: float | None = None  # receive side: smoothed one-way delay (us)
+        self.rx_owd_dev = 0.0
+        # cached for the scheduler, refreshed on each feedback
+        self.pace_rate = INITIAL_RATE * STARTUP_GAIN
+        self.path_delay = 0.05
+
+    # ------------------------------------------------------------ health
+
+    def _fire(self, event: HealthEvent) -> bool:
+        new = HEALTH_TRANSITIONS.get((self.health, event))
+        if new is None:
+            return False
+        self.health = new
+        return True
+
+    @property
+    def usable(self) -> bool:
+        return self.health is Health.UP
+
+    def silence_limit(self, now: float) -> float:
+        sending = self.last_data_tx >= 0 and now - self.last_data_tx < 0.5
+        gap = FEEDBACK_INTERVAL if sending else PROBE_INTERVAL
+        rto = (self.srtt + 4 * self.rttvar) if self.srtt is not None else 0.0
+        return max(3 * gap, rto, SILENCE_FLOOR)
+
+    def on_heard(self, now: float) -> Health | None:
+        """Any authenticated datagram arrived on this link. Returns the new health if it changed."""
+        if self.last_heard >= 0 and now - self.last_heard > self.silence_limit(now):
+            self.heard_in_row = 0  # a fresh start after a gap
+        self.last_heard = now
+        self.heard_in_row += 1
+        if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
+            self._fire(HealthEvent.HEARD_ENOUGH)
+            self.next_free = now
+            return self.health
+        return None
+
+    def check_silence(self, now: float) -> Health | None:
+        if now < self.silence_deadline(now):
+            return None
+        if self.health is Health.UP:
+            self._fire(HealthEvent.SILENT)
+            self.heard_in_row = 0
+            self.silent_since = now
+            return self.health
+        if self.health is Health.SUSPECT:
+            self._fire(HealthEvent.LONG_SILENT)
+            return self.health
+        return None
+
+    def silence_deadline(self, now: float) -> float:
+        """When check_silence next has something to do (inf for a down link)."""
+        quiet_since = self.last_heard if self.last_heard >= 0 else self.silent_since
+        if self.health is Health.UP:
+            return quiet_since + self.silence_limit(now)
+        if self.health is Health.SUSPECT:
+            return max(quiet_since, self.silent_since) + DOWN_AFTER
+        return float("inf")
+
+    # ------------------------------------------------------------ estimators
+
+    def on_feedback(self, now: float, now_us: int, echo_ts: int, hold_us: int, rx_time_us: int,
+                    rx_bytes: int, rx_packets: int, owd_min_us: int, highest_counter: int) -> None:
+        self.feedback_count += 1
+        rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
+        if 0 < rtt_us < 10_000_000:
+            self._on_rtt(now, rtt_us / 1e6)
+        self._on_delivery(now, rx_time_us, rx_bytes)
+        self.owd_recent = owd_min_us
+        self.owd_base.update(now, owd_min_us)
+        self._on_loss(rx_packets, highest_counter)
+        q = self.queue_delay()
+        target = self.queue_target()
+        if q is not None and q > target:
+            self.startup = False
+            if q > 2 * target and self.recent_rate < self.btl:
+                # congested: what gets through is the capacity; converge on it
+                self.btl = max(MIN_RATE, self.recent_rate, 0.9 * self.btl)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.pace_rate = self.pacing_rate()
+        self.path_delay = self.one_way_delay() + (self.queue_delay() or 0.0)
+
+    def _on_rtt(self, now: float, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.min_rtt.update(now, rtt)
+
+    def _on_delivery(self, now: float, rx_time_us: int, rx_bytes: int) -> None:
+        """Delivery rate over the last >= 40 ms of receiver time. The estimate rises to any
+        higher sample at once; it only falls when the path shows a standing queue (see
+        on_feedback): an idle or lightly used link keeps what it proved it can carry."""
+        hist = self._fb_hist
+        hist.append((rx_time_us, rx_bytes))
+        for t0, b0 in hist:
+            span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
+            if span < 0.040:
+                break
+            if span > 1.0:
+                continue
+            rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
+            self.recent_rate = rate
+            if rate > self.btl:
+                self.btl = rate
+            break
+
+    def _on_loss(self, rx_packets: int, highest: int) -> None:
+        base = self._loss_base
+        self._loss_base = (rx_packets, highest)
+        if base is None or highest <= base[1]:
+            return
+        sent = highest - base[1]
+        got = (rx_packets - base[0]) & (SEQ_MOD - 1)
+        sample = max(0.0, min(1.0, 1 - got / sent))
+        weight = min(1.0, sent / 200)
+        self.loss += (sample - self.loss) * weight
+
+    def capacity(self) -> float:
+        """Estimated bottleneck rate in bit/s."""
+        return max(MIN_RATE, self.btl)
+
+    def queue_delay(self) -> float | None:
+        """Standing queue on the path (recent min one-way delay above its 10 s minimum)."""
+        if self.owd_recent is None:
+            return None
+        return max(0, self.owd_recent - self.owd_base.get(self.owd_recent)) / 1e6
+
+    def queue_target(self) -> float:
+        packet_time = 1500 * 8 / self.capacity()
+        return max(0.004, 2 * packet_time)
+
+    def pacing_rate(self) -> float:
+        btl = self.capacity()
+        q = self.queue_delay()
+        target = self.queue_target()
+        if q is None or q < target:
+            gain = STARTUP_GAIN if self.startup else PROBE_GAIN
+            return btl * gain
+        if q < 2 * target:
+            return btl
+        return max(MIN_RATE, min(btl, self.recent_rate or btl) * DRAIN_GAIN)
+
+    def one_way_delay(self) -> float:
+        """Relative one-way delay used to compare links (unknown clock offset cancels out)."""
+        if self.srtt is None:
+            return 0.5
+        return self.min_rtt.get(self.srtt) / 2
+
+    # ------------------------------------------------------------ receive side bookkeeping
+
+    def on_rx(self, now: float, now_us: int, size: int, ts: int, counter: int,
+              wants_feedback: bool) -> None:
+        self.rx_packets += 1
+        self.rx_bytes += size
+        self.rx_last_ts = ts
+        self.rx_last_arrival = now
+        owd = seq_diff(now_us, ts)
+        if self.rx_owd_min is None or owd < self.rx_owd_min:
+            self.rx_owd_min = owd
+        if self.rx_owd_avg is None:
+            self.rx_owd_avg = float(owd)
+        else:
+            err = owd - self.rx_owd_avg
+            self.rx_owd_avg += err / 16
+            self.rx_owd_dev += (abs(err) - self.rx_owd_dev) / 8
+        if counter > self.rx_highest_counter:
+            self.rx_highest_counter = counter
+        if wants_feedback:
+            self.rx_pending_feedback = True
+
+    def on_new_session(self) -> None:
+        """AEAD counters restart with a new session: restart counter-based loss accounting."""
+        self.rx_highest_counter = -1
+        self._loss_base = None

@@ -1,0 +1,84 @@
+"""Schedulers: which link carries the next packet.
+
+A scheduler sees the links with their cached pacing rate, path delay and paced clock
+(`next_free`: when everything already assigned to the link will have left) and picks
+one, advancing that clock. It owns no I/O. Chosen by name from `SCHEDULERS`
+(config key `scheduler`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .link import Link
+
+
+class Scheduler(Protocol):
+    name: str
+
+    def pick(self, links: list[Link], size: int, now: float) -> Link: ...
+
+
+def candidates(links: list[Link]) -> list[Link]:
+    """Usable links; if none is, the ones heard from at all; if none, every link."""
+    usable = [link for link in links if link.usable]
+    if usable:
+        return usable
+    heard = [link for link in links if link.last_heard >= 0]
+    return heard or links
+
+
+def assign(link: Link, size: int, now: float) -> float:
+    """Advance the link's paced clock by one packet; return the packet's planned start."""
+    start = link.next_free if link.next_free > now else now
+    link.next_free = start + size * 8 / link.pace_rate
+    return start
+
+
+class EarliestArrival:
+    """Each packet goes where it is predicted to arrive first:
+    max(now, bytes already queued on the link / its pacing rate) + size / rate
+    + the link's one-way delay (with its measured standing queue). A slow link is used
+    exactly when the fast links' queues are deep enough that it delivers sooner (the
+    BLEST/ECF condition falls out of the prediction).
+    """
+
+    name = "earliest-arrival"
+
+    def pick(self, links: list[Link], size: int, now: float) -> Link:
+        best = links[0]
+        best_arrival = float("inf")
+        bits = size * 8
+        for link in candidates(links):
+            start = link.next_free if link.next_free > now else now
+            arrival = start + bits / link.pace_rate + link.path_delay
+            if arrival < best_arrival:
+                best, best_arrival = link, arrival
+        return best
+
+
+class RoundRobin:
+    """Every usable link in turn, whatever its rate (MLVPN-like; for comparison only)."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def pick(self, links: list[Link], size: int, now: float) -> Link:
+        cands = candidates(links)
+        self._turn += 1
+        return cands[self._turn % len(cands)]
+
+
+SCHEDULERS: dict[str, type[EarliestArrival] | type[RoundRobin]] = {
+    EarliestArrival.name: EarliestArrival,
+    RoundRobin.name: RoundRobin,
+}
+
+
+def make_scheduler(name: str) -> Scheduler:
+    try:
+        return SCHEDULERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})") from None

@@ -1,0 +1,214 @@
+"""A tunnel peer: transport keys (sealing, replay windows, rekey limits) around a Bond.
+
+Nonces come from counters, one counter per link per key set, so each link's counter is
+also its sequence number for loss detection; the replay window is per link too.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from . import wire
+from .bond import Bond
+from .link import LinkConfig
+from .noise import Keys
+from .replay import ReplayWindow
+
+REKEY_AFTER_TIME = 120.0
+REJECT_AFTER_TIME = 180.0
+REKEY_AFTER_MESSAGES = 1 << 46
+REJECT_AFTER_MESSAGES = wire.COUNTER_MAX
+KEEP_PREVIOUS = 10.0  # seconds the previous keys still open datagrams after a rekey
+
+Address = tuple  # a socket address as the OS gives it
+
+
+class Datagram(NamedTuple):
+    link_id: int
+    addr: Address | None  # None: the link's own socket(s) toward the configured endpoint
+    data: bytes
+
+
+def transport_nonce(link_id: int, counter: int) -> bytes:
+    return b"\x00\x00\x00" + bytes((link_id,)) + struct.pack("<Q", counter)
+
+
+class Keypair:
+    """Transport keys of one completed handshake."""
+
+    def __init__(self, keys: Keys, local_index: int, remote_index: int, created: float) -> None:
+        self._send = ChaCha20Poly1305(keys.send)
+        self._recv = ChaCha20Poly1305(keys.recv)
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.created = created
+        self._counters: dict[int, int] = {}
+        self._windows: dict[int, ReplayWindow] = {}
+        self.confirmed = False  # responder: peer proved it has the keys
+
+    def seal(self, link_id: int, plaintext: bytes) -> tuple[bytes, int]:
+        counter = self._counters.get(link_id, 0)
+        if counter > REJECT_AFTER_MESSAGES:
+            raise OverflowError("nonce space exhausted")
+        self._counters[link_id] = counter + 1
+        header = wire.encode_transport_header(self.remote_index, link_id, counter)
+        return header + self._send.encrypt(transport_nonce(link_id, counter), plaintext, header), counter
+
+    def open(self, header: wire.TransportHeader, data: bytes) -> bytes | None:
+        """Plaintext, or None if replayed; raises InvalidTag if forged."""
+        window = self._windows.get(header.link_id)
+        if window is None:
+            window = self._windows[header.link_id] = ReplayWindow()
+        if not window.check(header.counter):
+            return None
+        h = wire.TRANSPORT_HEADER_LEN
+        plain = self._recv.decrypt(transport_nonce(header.link_id, header.counter), data[h:], data[:h])
+        if not window.commit(header.counter):
+            return None
+        return plain
+
+    def needs_rekey(self, now: float) -> bool:
+        return (now - self.created > REKEY_AFTER_TIME
+                or max(self._counters.values(), default=0) > REKEY_AFTER_MESSAGES)
+
+    def expired(self, now: float) -> bool:
+        return now - self.created > REJECT_AFTER_TIME
+
+
+@dataclass(slots=True)
+class PeerStats:
+    rx_datagrams: int = 0
+    tx_datagrams: int = 0
+    forged: int = 0
+    replayed: int = 0
+    expired_keys: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Peer:
+    """One authenticated remote end and its multipath data plane."""
+
+    def __init__(self, name: str, links: list[LinkConfig], now: float, *,
+                 scheduler: str = "earliest-arrival", queue_limit: float = 0.05,
+                 outer_ipv6: bool = False, learns_addresses: bool = False) -> None:
+        self.name = name
+        self.learns_addresses = learns_addresses  # gateway: reply to authenticated sources
+        self.link_names = tuple(c.name for c in links)
+        self.bond = Bond(links, now, self._seal, scheduler=scheduler, queue_limit=queue_limit,
+                         outer_ipv6=outer_ipv6)
+        self.current: Keypair | None = None
+        self.previous: Keypair | None = None
+        self.pending: Keypair | None = None  # responder side: not yet confirmed
+        self.remote_instance: int | None = None
+        self.addrs: dict[int, dict[Address, float]] = {}  # per link: source -> last heard
+        self._fresh: dict[int, list[Address]] = {}
+        self._rr: dict[int, int] = {}
+        self._fresh_at: dict[int, float] = {}
+        self.out: list[Datagram] = []
+        self.stats = PeerStats()
+        self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
+        self._last_recv_keys: Keypair | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.current is not None
+
+    def keypairs(self) -> list[Keypair]:
+        return [k for k in (self.current, self.previous, self.pending) if k is not None]
+
+    def install(self, keypair: Keypair, confirmed: bool) -> None:
+        """A handshake completed. The initiator uses it at once; the responder on confirmation."""
+        if confirmed:
+            keypair.confirmed = True
+            self.previous, self.current = self.current, keypair
+            self.bond.on_new_send_keys()
+        else:
+            self.pending = keypair
+
+    def _addr_for(self, link_id: int) -> Address | None:
+        fresh = self._fresh.get(link_id)
+        if not fresh:
+            return None
+        i = self._rr.get(link_id, 0)
+        self._rr[link_id] = i + 1
+        return fresh[i % len(fresh)]
+
+    def _seal(self, link_id: int, plaintext: bytes) -> int:
+        kp = self.current
+        if kp is None:
+            return -1
+        addr = self._addr_for(link_id) if self.learns_addresses else None
+        if self.learns_addresses and addr is None:
+            return -1  # this link's address is not known yet
+        data, counter = kp.seal(link_id, plaintext)
+        self.out.append(Datagram(link_id, addr, data))
+        self.stats.tx_datagrams += 1
+        return counter
+
+    def learn_address(self, link_id: int, addr: Address, now: float) -> None:
+        """Authenticated traffic came from addr on a link: reply there (NAT, roaming, several
+        sockets per link). Sources silent for 2 s longer than the newest one are dropped."""
+        addrs = self.addrs.setdefault(link_id, {})
+        known = addr in addrs
+        addrs[addr] = now
+        if known and now - self._fresh_at.get(link_id, 0.0) < 0.5:
+            return
+        self._fresh_at[link_id] = now
+        self._fresh[link_id] = [a for a, t in addrs.items() if t >= now - 2.0]
+        for stale in [a for a, t in addrs.items() if t < now - 2.0]:
+            del addrs[stale]
+
+    def set_remote_instance(self, instance: int) -> bool:
+        """The peer's instance id from a handshake; True when it restarted (state reset)."""
+        restarted = self.remote_instance is not None and instance != self.remote_instance
+        self.remote_instance = instance
+        if restarted:
+            self.bond.reset_receive()
+        return restarted
+
+    def on_transport(self, keypair: Keypair, header: wire.TransportHeader, data: bytes,
+                     now: float) -> bool:
+        """Open one transport datagram. True if it authenticated (so its source may be learned)."""
+        if keypair.expired(now):
+            self.stats.expired_keys += 1
+            return False
+        try:
+            plain = keypair.open(header, data)
+        except InvalidTag:
+            self.stats.forged += 1
+            return False
+        if plain is None:
+            self.stats.replayed += 1
+            return False
+        self.stats.rx_datagrams += 1
+        if keypair is self.pending:
+            self.pending = None
+            self.install(keypair, confirmed=True)
+        if keypair is not self._last_recv_keys:
+            self._last_recv_keys = keypair
+            self.bond.on_new_recv_keys()
+        self.bond.on_plaintext(header.link_id, plain, len(data) + self._ip_overhead,
+                               header.counter, now)
+        return True
+
+    def expire_keys(self, now: float) -> list[Keypair]:
+        """Drop keys past their life; returns the dropped ones (to unindex)."""
+        dropped = []
+        if self.previous is not None and (
+            self.previous.expired(now)
+            or (self.current is not None and now - self.current.created > KEEP_PREVIOUS)
+        ):
+            dropped.append(self.previous)
+            self.previous = None
+        if self.current is not None and self.current.expired(now):
+            dropped.append(self.current)
+            self.current = None
+        if self.pending is not None and self.pending.expired(now):
+            dropped.append(self.pending)
+            self.pending = None
+        return dropped

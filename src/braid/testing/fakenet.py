@@ -1,0 +1,119 @@
+"""A seeded fake network in virtual time: per link rate, delay, jitter, loss, duplication,
+reordering and outages, carrying datagrams between a ClientCore and a GatewayCore."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+
+from braid.core.client import ClientCore, ClientParams
+from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
+from braid.core.link import LinkConfig
+from braid.core.noise import public_key
+
+
+@dataclass
+class FakeLink:
+    rate_bps: float = 10e6
+    delay: float = 0.010
+    jitter: float = 0.0
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0  # probability a datagram skips the FIFO and gets extra delay
+    queue: float = 0.100  # seconds of buffer at rate
+    up: bool = True
+    busy_until: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
+    last_arrival: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
+
+
+class FakeNet:
+    """Runs a client core and a gateway core against each other over FakeLinks."""
+
+    def __init__(self, links: dict[str, FakeLink], seed: int = 1, client_name: str = "site") -> None:
+        self.rng = random.Random(seed)
+        self.links = links
+        self.names = list(links)
+        self.now = 0.0
+        self._events: list[tuple[float, int, str, int, bytes]] = []
+        self._tie = itertools.count()
+        gw_key, cl_key = self._bytes(32), self._bytes(32)
+        entry = ClientEntry(client_name, public_key(cl_key), ())
+        import ipaddress
+
+        entry = ClientEntry(client_name, public_key(cl_key),
+                            (ipaddress.ip_network("10.77.0.2/32"), ipaddress.ip_network("fd77::2/128")))
+        self.gateway = GatewayCore(GatewayParams(gw_key, (entry,)), 0.0, random=self._bytes)
+        cfg = tuple(LinkConfig(n, i) for i, n in enumerate(self.names))
+        self.client = ClientCore(ClientParams(cl_key, public_key(gw_key), cfg), 0.0,
+                                 random=self._bytes, wall_offset=1.7e9)
+        self.to_gateway: list[bytes] = []  # delivered to the gateway's TUN
+        self.to_client: list[bytes] = []
+        self.sent = {"up": 0, "down": 0}
+        self.dropped = {"up": 0, "down": 0}
+
+    def _bytes(self, n: int) -> bytes:
+        return self.rng.randbytes(n)
+
+    def _addr(self, link_id: int) -> tuple[str, int]:
+        return (f"192.0.2.{link_id + 1}", 40000 + link_id)
+
+    def _transmit(self, direction: str, link_id: int, data: bytes) -> None:
+        link = self.links[self.names[link_id]]
+        self.sent[direction] += 1
+        if not link.up or self.rng.random() < link.loss:
+            self.dropped[direction] += 1
+            return
+        start = max(self.now, link.busy_until[direction])
+        if start - self.now > link.queue:
+            self.dropped[direction] += 1
+            return
+        done = start + (len(data) + 28) * 8 / link.rate_bps
+        link.busy_until[direction] = done
+        arrival = done + link.delay + self.rng.random() * link.jitter
+        if self.rng.random() < link.reorder:
+            arrival += 0.02
+        else:
+            arrival = max(arrival, link.last_arrival[direction])
+            link.last_arrival[direction] = arrival
+        copies = 2 if self.rng.random() < link.duplicate else 1
+        for _ in range(copies):
+            heapq.heappush(self._events, (arrival, next(self._tie), direction, link_id, data))
+
+    def _flush(self) -> None:
+        for dg in self.client.datagrams:
+            self._transmit("up", dg.link_id, dg.data)
+        self.client.datagrams.clear()
+        for dg in self.gateway.drain_datagrams():
+            assert dg.addr is not None
+            self._transmit("down", dg.link_id, dg.data)
+        self.to_gateway.extend(self.gateway.delivered)
+        self.gateway.delivered.clear()
+        self.to_client.extend(self.client.delivered)
+        self.client.delivered.clear()
+
+    def run_until(self, t_end: float) -> None:
+        while True:
+            self._flush()
+            nxt = min(self.client.next_deadline(), self.gateway.next_deadline(), t_end)
+            if self._events and self._events[0][0] <= nxt:
+                t, _, direction, link_id, data = heapq.heappop(self._events)
+                self.now = max(self.now, t)
+                if direction == "up":
+                    self.gateway.on_datagram(self._addr(link_id), data, self.now)
+                else:
+                    self.client.on_datagram(link_id, data, self.now)
+                continue
+            self.now = max(self.now, nxt)
+            if self.now >= t_end:
+                self._flush()
+                return
+            self.client.on_timer(self.now)
+            self.gateway.on_timer(self.now)
+
+    def send_up(self, packet: bytes) -> None:
+        self.client.on_tun_packet(packet, self.now)
+
+    def send_down(self, packet: bytes) -> None:
+        self.gateway.on_tun_packet(packet, self.now)
