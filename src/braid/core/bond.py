@@ -118,6 +118,7 @@ class Bond:
             link.last_data_tx = now
         return counter
 
+
     def _send_control(self, link: Link, frames: bytes, now: float) -> None:
         ts = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
         self._send(link, ts + frames, now, data=False)
@@ -167,6 +168,7 @@ class Bond:
         control = self._control_for(link, now, room)
         plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + body
         counter = self._send(link, plaintext, now, data=True)
+        link.on_sent_expecting_answer(now)
         sent, order = self._sent[link.id], self._sent_order[link.id]
         sent[counter] = _Sent(now, flow, fseq, seq, packet)
         order.append(counter)
@@ -337,6 +339,7 @@ class Bond:
             frames = wire.PROBE.pack(wire.FRAME_PROBE, self.next_seq)
             frames += self._control_for(link, now, 1 << 16)
             self._send_control(link, frames, now)
+            link.on_sent_expecting_answer(now)
         elif link.rx_pending_feedback and now >= link.last_feedback_tx + FEEDBACK_INTERVAL:
             self._send_control(link, wire.encode_frame(self._feedback(link, now)), now)
 

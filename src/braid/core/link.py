@@ -15,7 +15,8 @@ from .replay import SEQ_MOD, seq_diff
 FEEDBACK_INTERVAL = 0.020  # receiver reports per link at most this often while data flows
 PROBE_INTERVAL = 0.100  # keepalive probe on a link idle this long
 SUSPECT_PROBE_INTERVAL = 0.030  # probes on a suspect link, to see it come back quickly
-SILENCE_FLOOR = 0.060
+SILENCE_FLOOR = 0.050
+IDLE_SILENCE = 3 * PROBE_INTERVAL + 0.050  # nothing owed, yet not even the peer's probes
 READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
 DOWN_AFTER = 2.0  # suspect this long: down
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
@@ -93,6 +94,7 @@ class Link:
         self.heard_in_row = 0
         self.last_heard = -1.0
         self.silent_since = now
+        self.awaiting_since: float | None = None  # first data/probe sent since last heard
         # sending side
         self.tx_packets = 0
         self.tx_bytes = 0
@@ -142,17 +144,20 @@ class Link:
     def usable(self) -> bool:
         return self.health is Health.UP
 
-    def silence_limit(self, now: float) -> float:
-        sending = self.last_data_tx >= 0 and now - self.last_data_tx < 0.5
-        gap = FEEDBACK_INTERVAL if sending else PROBE_INTERVAL
-        rto = (self.srtt + 4 * self.rttvar) if self.srtt is not None else 0.0
-        return max(3 * gap, rto, SILENCE_FLOOR)
+    def response_timeout(self) -> float:
+        """How long an answer to data or a probe sent on this link may take."""
+        if self.srtt is None:
+            return 0.3
+        return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + FEEDBACK_INTERVAL)
+
+    def on_sent_expecting_answer(self, now: float) -> None:
+        if self.awaiting_since is None:
+            self.awaiting_since = now
 
     def on_heard(self, now: float) -> Health | None:
         """Any authenticated datagram arrived on this link. Returns the new health if it changed."""
-        if self.last_heard >= 0 and now - self.last_heard > self.silence_limit(now):
-            self.heard_in_row = 0  # a fresh start after a gap
         self.last_heard = now
+        self.awaiting_since = None
         self.heard_in_row += 1
         if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
             self._fire(HealthEvent.HEARD_ENOUGH)
@@ -177,7 +182,10 @@ class Link:
         """When check_silence next has something to do (inf for a down link)."""
         quiet_since = self.last_heard if self.last_heard >= 0 else self.silent_since
         if self.health is Health.UP:
-            return quiet_since + self.silence_limit(now)
+            deadline = quiet_since + IDLE_SILENCE
+            if self.awaiting_since is not None:
+                deadline = min(deadline, self.awaiting_since + self.response_timeout())
+            return deadline
         if self.health is Health.SUSPECT:
             return max(quiet_since, self.silent_since) + DOWN_AFTER
         return float("inf")

@@ -1,0 +1,287 @@
+"""Loading and validating client and gateway TOML files.
+
+Every problem raises ConfigError with one line naming the file, the line (where it can be
+found), the key and the reason. Keys are the public contract: extend, never rename.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+DEFAULT_PORT = 7000
+SCHEDULER_NAMES = ("earliest-arrival", "round-robin")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    bind: str  # interface name or local address
+    sockets: int
+    mtu: int | None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    private_key: bytes
+    addresses: tuple[Interface, ...]
+    gateway_public_key: bytes
+    endpoint: tuple[str, int]
+    links: tuple[LinkSpec, ...]
+    tun: str
+    control: str
+    scheduler: str
+    queue_ms: float
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    public_key: bytes
+    addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    private_key: bytes
+    listen: tuple[str, int]
+    addresses: tuple[Interface, ...]
+    clients: tuple[ClientSpec, ...]
+    tun: str
+    control: str
+    mtu: int
+    scheduler: str
+    queue_ms: float
+
+
+class _Reader:
+    """Walks one parsed TOML table, remembering which keys were used."""
+
+    def __init__(self, path: Path, text: str, table: dict[str, Any], where: str) -> None:
+        self.path, self.text, self.table, self.where = path, text, table, where
+        self.used: set[str] = set()
+
+    def _line(self, key: str) -> str:
+        leaf = key.rsplit(".", 1)[-1].split("[")[0]
+        pattern = re.compile(rf"^\s*{re.escape(leaf)}\s*=", re.M)
+        m = pattern.search(self.text)
+        return f":{self.text.count(chr(10), 0, m.start()) + 1}" if m else ""
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        full = f"{self.where}.{key}" if self.where else key
+        return ConfigError(f"{self.path}{self._line(key)}: {full}: {reason}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., ) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise self.error(key, "missing")
+            return default
+        value = self.table[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(key, f"must be {names}, got {type(value).__name__}")
+        return value
+
+    def finish(self) -> None:
+        for key in self.table:
+            if key not in self.used:
+                raise self.error(key, "unknown key")
+
+
+def _load(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def decode_key(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"must decode to 32 bytes, got {len(raw)}")
+    return raw
+
+
+def _key(r: _Reader, key: str) -> bytes:
+    try:
+        return decode_key(r.get(key, str))
+    except ValueError as exc:
+        raise r.error(key, str(exc)) from None
+
+
+def _private_key(r: _Reader) -> bytes:
+    if "private_key" in r.table and "private_key_file" in r.table:
+        raise r.error("private_key", "give private_key or private_key_file, not both")
+    if "private_key_file" in r.table:
+        file = Path(r.get("private_key_file", str))
+        if not file.is_absolute():
+            file = r.path.parent / file
+        try:
+            return decode_key(file.read_text())
+        except OSError as exc:
+            raise r.error("private_key_file", f"cannot read {file}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise r.error("private_key_file", f"{file}: {exc}") from None
+    return _key(r, "private_key")
+
+
+def _addresses(r: _Reader, key: str) -> list[str]:
+    value = r.get(key, (str, list))
+    items = [value] if isinstance(value, str) else value
+    if not items or not all(isinstance(v, str) for v in items):
+        raise r.error(key, "must be an address/prefix or a non-empty list of them")
+    return items
+
+
+def _interfaces(r: _Reader, key: str) -> tuple[Interface, ...]:
+    out = []
+    for item in _addresses(r, key):
+        try:
+            out.append(ipaddress.ip_interface(item))
+        except ValueError:
+            raise r.error(key, f"{item!r} is not an address with prefix (like 10.77.0.2/24)") from None
+    return tuple(out)
+
+
+def _networks(r: _Reader, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for item in _addresses(r, key):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise r.error(key, f"{item!r} is not an address or prefix") from None
+    return tuple(out)
+
+
+def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", value.strip())
+    if not m:
+        raise ValueError("must be host:port, or [v6]:port")
+    host = m.group(1) or m.group(3)
+    port_s = m.group(2) or m.group(4)
+    if port_s is None:
+        if default_port is None:
+            raise ValueError("has no port")
+        port = default_port
+    else:
+        port = int(port_s)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+def _hostport(r: _Reader, key: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(r.get(key, str), DEFAULT_PORT)
+    except ValueError as exc:
+        raise r.error(key, str(exc)) from None
+
+
+def _common(r: _Reader, role: str) -> dict[str, Any]:
+    scheduler = r.get("scheduler", str, "earliest-arrival")
+    if scheduler not in SCHEDULER_NAMES:
+        raise r.error("scheduler", f"unknown scheduler {scheduler!r} (known: {', '.join(SCHEDULER_NAMES)})")
+    queue_ms = r.get("queue_ms", (int, float), 50)
+    if not 1 <= queue_ms <= 2000:
+        raise r.error("queue_ms", "must be between 1 and 2000")
+    tun = r.get("tun", str, f"braid-{role[:2]}0")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", tun):
+        raise r.error("tun", "must be an interface name of 1-15 letters, digits, _ . -")
+    control = r.get("control", str, f"/run/braid/{role}.sock")
+    return {"scheduler": scheduler, "queue_ms": float(queue_ms), "tun": tun, "control": control}
+
+
+def _table(r: _Reader, key: str) -> dict[str, Any]:
+    value = r.get(key, dict)
+    return value
+
+
+def load_client(path: str | Path) -> ClientConfig:
+    path = Path(path)
+    text, doc = _load(path)
+    top = _Reader(path, text, doc, "")
+    c = _Reader(path, text, _table(top, "client"), "client")
+    g = _Reader(path, text, _table(top, "gateway"), "gateway")
+    raw_links = top.get("link", list)
+    top.finish()
+    if not raw_links:
+        raise top.error("link", "at least one [[link]] is needed")
+    links: list[LinkSpec] = []
+    for i, item in enumerate(raw_links):
+        if not isinstance(item, dict):
+            raise top.error("link", "must be [[link]] tables")
+        lr = _Reader(path, text, item, f"link[{i}]")
+        name = lr.get("name", str)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", name):
+            raise lr.error("name", "must be 1-32 letters, digits, _ . -")
+        if any(link.name == name for link in links):
+            raise lr.error("name", f"duplicate link name {name!r}")
+        bind = lr.get("bind", str)
+        sockets = lr.get("sockets", int, 1)
+        if not 1 <= sockets <= 16:
+            raise lr.error("sockets", "must be between 1 and 16")
+        mtu = lr.get("mtu", int, None)
+        if mtu is not None and not 1280 <= mtu <= 65535:
+            raise lr.error("mtu", "must be between 1280 and 65535")
+        lr.finish()
+        links.append(LinkSpec(name, bind, sockets, mtu))
+    if len(links) > 32:
+        raise top.error("link", "at most 32 links")
+    common = _common(c, "client")
+    cfg = ClientConfig(
+        private_key=_private_key(c), addresses=_interfaces(c, "address"),
+        gateway_public_key=_key(g, "public_key"), endpoint=_hostport(g, "endpoint"),
+        links=tuple(links), **common)
+    c.finish()
+    g.finish()
+    return cfg
+
+
+def load_gateway(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    text, doc = _load(path)
+    top = _Reader(path, text, doc, "")
+    gw = _Reader(path, text, _table(top, "gateway"), "gateway")
+    raw_clients = top.get("client", list)
+    top.finish()
+    clients: list[ClientSpec] = []
+    for i, item in enumerate(raw_clients):
+        if not isinstance(item, dict):
+            raise top.error("client", "must be [[client]] tables")
+        cr = _Reader(path, text, item, f"client[{i}]")
+        name = cr.get("name", str)
+        if any(c.name == name for c in clients):
+            raise cr.error("name", f"duplicate client name {name!r}")
+        spec = ClientSpec(name, _key(cr, "public_key"), _networks(cr, "address"))
+        if any(c.public_key == spec.public_key for c in clients):
+            raise cr.error("public_key", "the same key is given to two clients")
+        cr.finish()
+        clients.append(spec)
+    mtu = gw.get("mtu", int, 1500)
+    if not 1280 <= mtu <= 65535:
+        raise gw.error("mtu", "must be between 1280 and 65535")
+    common = _common(gw, "gateway")
+    cfg = GatewayConfig(private_key=_private_key(gw), listen=_hostport(gw, "listen"),
+                        addresses=_interfaces(gw, "address"), clients=tuple(clients), mtu=mtu, **common)
+    gw.finish()
+    return cfg

@@ -1,0 +1,59 @@
+"""The status model a daemon reports: per link state and estimates, tunnel counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from braid.core.session import Peer
+
+from .metrics import Throughput
+
+
+def link_counters(peer: Peer) -> dict[str, int]:
+    out = {}
+    for link in peer.bond.links:
+        out[f"{peer.name}/{link.name}/tx"] = link.tx_bytes
+        out[f"{peer.name}/{link.name}/rx"] = link.rx_bytes
+    return out
+
+
+def _addr(addr: tuple) -> str:
+    sockaddr = addr[0] if len(addr) == 2 and isinstance(addr[0], tuple) else addr
+    return f"{sockaddr[0]}:{sockaddr[1]}"
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def peer_status(peer: Peer, tput: Throughput) -> dict[str, Any]:
+    bond = peer.bond
+    total_tx = sum(link.tx_bytes for link in bond.links) or 1
+    links = []
+    for link in bond.links:
+        links.append({
+            "name": link.name,
+            "state": link.health.value,
+            "rtt_ms": _ms(link.srtt),
+            "rttvar_ms": _ms(link.rttvar if link.srtt is not None else None),
+            "min_rtt_ms": _ms(link.min_rtt.get(link.srtt) if link.srtt is not None else None),
+            "loss": round(link.loss, 4),
+            "capacity_bps": round(link.capacity()),
+            "pacing_bps": round(link.pace_rate),
+            "queue_delay_ms": _ms(link.queue_delay()),
+            "share": round(link.tx_bytes / total_tx, 3),
+            "tx_packets": link.tx_packets, "tx_bytes": link.tx_bytes,
+            "rx_packets": link.rx_packets, "rx_bytes": link.rx_bytes,
+            "addresses": [_addr(a) for a in peer.addrs.get(link.id, {})],
+            "tx_throughput": tput.rates(f"{peer.name}/{link.name}/tx"),
+            "rx_throughput": tput.rates(f"{peer.name}/{link.name}/rx"),
+        })
+    counters = dict(bond.stats)
+    counters.update({
+        "rx_datagrams": peer.stats.rx_datagrams, "tx_datagrams": peer.stats.tx_datagrams,
+        "forged": peer.stats.forged, "replayed": peer.stats.replayed,
+        "expired_keys": peer.stats.expired_keys,
+        "reorder_held": bond.reorder.held, "gaps_lost": bond.reorder.gaps_lost,
+        "gaps_timed_out": bond.reorder.gaps_timed_out, "late": bond.reorder.late,
+    })
+    return {"peer": peer.name, "established": peer.established, "links": links, "counters": counters}

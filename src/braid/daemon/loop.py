@@ -1,0 +1,65 @@
+"""The daemon's event loop: one epoll, one timer (the core's next deadline), signals as a wakeup."""
+
+from __future__ import annotations
+
+import logging
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("braid.loop")
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self._handlers: dict[int, Callable[[float], None]] = {}
+        self.stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.add(self._wake_r.fileno(), self._on_wakeup)
+
+    def add(self, fd: int, handler: Callable[[float], None]) -> None:
+        self._handlers[fd] = handler
+        self.epoll.register(fd, select.EPOLLIN)
+
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _on_wakeup(self, now: float) -> None:
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def run(self, deadline: Callable[[], float], on_timer: Callable[[float], None],
+            after_batch: Callable[[float], None]) -> None:
+        """Until a signal: wait for I/O or the deadline, dispatch, run timers, flush."""
+        monotonic = time.monotonic
+        poll = self.epoll.poll
+        handlers = self._handlers
+        while not self.stopping:
+            now = monotonic()
+            timeout = deadline() - now
+            events = poll(min(max(timeout, 0.0), 1.0)) if timeout > 0 else poll(0)
+            now = monotonic()
+            for fd, _ in events:
+                handlers[fd](now)
+            if now >= deadline():
+                on_timer(now)
+            after_batch(now)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.epoll.close()
+        self._wake_r.close()
+        self._wake_w.close()

@@ -1,0 +1,133 @@
+"""UDP sockets: per-link client sockets bound to an interface or address, the gateway's listener."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+BUFFER_BYTES = 4 << 20
+
+
+def resolve(host: str, port: int) -> tuple[int, tuple]:
+    """(family, sockaddr) of the first UDP address for host:port."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    family, _, _, _, addr = infos[0]
+    return family, addr
+
+
+def _buffers(sock: socket.socket) -> None:
+    for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE as root
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def link_socket(bind: str, family: int, remote: tuple) -> socket.socket:
+    """A connected, non-blocking UDP socket leaving through one uplink."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _buffers(sock)
+        if _is_address(bind):
+            sock.bind((bind, 0))
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind.encode())
+        sock.connect(remote)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family, addr = resolve(host, port)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _buffers(sock)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python does not export it
+IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
+IN6_PKTINFO = struct.Struct("=16si")  # addr, ifindex
+
+
+class Listener:
+    """The gateway's UDP socket. On a wildcard address it answers from the address each
+    datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), as a multihomed server must.
+    Peer addresses are (sockaddr, local address bytes or None)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = listen_socket(host, port)
+        self.family = self.sock.family
+        self.wildcard = ipaddress.ip_address(self.sock.getsockname()[0]).is_unspecified
+        if self.wildcard:
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if self.family == socket.AF_INET6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_batch(self, limit: int = 64) -> list[tuple[bytes, tuple]]:
+        out: list[tuple[bytes, tuple]] = []
+        if not self.wildcard:
+            recvfrom = self.sock.recvfrom
+            for _ in range(limit):
+                try:
+                    data, addr = recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    continue  # an ICMP error queued on the socket
+                out.append((data, (addr, None)))
+            return out
+        recvmsg = self.sock.recvmsg
+        for _ in range(limit):
+            try:
+                data, ancdata, _, addr = recvmsg(65535, 64)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            local = None
+            for level, kind, raw in ancdata:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(raw) >= IN_PKTINFO.size:
+                    local = (socket.AF_INET, IN_PKTINFO.unpack_from(raw)[2])
+                elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(raw) >= 20:
+                    local = (socket.AF_INET6, IN6_PKTINFO.unpack_from(raw)[0])
+            out.append((data, (addr, local)))
+        return out
+
+    def send(self, data: bytes, peer: tuple) -> None:
+        addr, local = peer
+        if local is None:
+            self.sock.sendto(data, addr)
+        elif local[0] == socket.AF_INET:
+            cmsg = IN_PKTINFO.pack(0, local[1], b"\x00" * 4)
+            self.sock.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, cmsg)], 0, addr)
+        else:
+            cmsg = IN6_PKTINFO.pack(local[1], 0)
+            self.sock.sendmsg([data], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, cmsg)], 0, addr)
+
+    def close(self) -> None:
+        self.sock.close()
