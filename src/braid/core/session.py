@@ -73,7 +73,7 @@ class Keypair:
         return plain
 
     def needs_rekey(self, now: float) -> bool:
-        return (now - self.created > REKEY_AFTER_TIME
+        return (now >= self.created + REKEY_AFTER_TIME
                 or max(self._counters.values(), default=0) > REKEY_AFTER_MESSAGES)
 
     def expired(self, now: float) -> bool:

@@ -4,6 +4,7 @@ reordering and outages, carrying datagrams between a ClientCore and a GatewayCor
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -39,9 +40,6 @@ class FakeNet:
         self._events: list[tuple[float, int, str, int, bytes]] = []
         self._tie = itertools.count()
         gw_key, cl_key = self._bytes(32), self._bytes(32)
-        entry = ClientEntry(client_name, public_key(cl_key), ())
-        import ipaddress
-
         entry = ClientEntry(client_name, public_key(cl_key),
                             (ipaddress.ip_network("10.77.0.2/32"), ipaddress.ip_network("fd77::2/128")))
         self.gateway = GatewayCore(GatewayParams(gw_key, (entry,)), 0.0, random=self._bytes)
@@ -94,6 +92,7 @@ class FakeNet:
         self.client.delivered.clear()
 
     def run_until(self, t_end: float) -> None:
+        stuck = 0
         while True:
             self._flush()
             nxt = min(self.client.next_deadline(), self.gateway.next_deadline(), t_end)
@@ -105,6 +104,12 @@ class FakeNet:
                 else:
                     self.client.on_datagram(link_id, data, self.now)
                 continue
+            if nxt <= self.now:
+                stuck += 1
+                if stuck > 10_000:
+                    raise RuntimeError(f"a core's deadline does not advance at t={self.now}")
+            else:
+                stuck = 0
             self.now = max(self.now, nxt)
             if self.now >= t_end:
                 self._flush()

@@ -1,0 +1,90 @@
+"""Garbage, forgeries, replays, unknown clients and spoofed sources are counted and dropped,
+and never change state."""
+
+import ipaddress
+import os
+
+from braid.core import noise, wire
+from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
+from braid.testing.fakenet import FakeLink, FakeNet
+from tests.helpers import udp_packet
+
+
+def _net() -> FakeNet:
+    net = FakeNet({"a": FakeLink(), "b": FakeLink()}, seed=11)
+    net.run_until(0.5)
+    assert net.client.peer.established
+    return net
+
+
+def test_garbage_and_truncated_datagrams_are_counted():
+    net = _net()
+    gw = net.gateway
+    for raw in (b"", b"\x03" + os.urandom(5), os.urandom(100), b"\x01" + os.urandom(150)):
+        gw.on_datagram(("198.51.100.9", 1), raw, net.now)
+    assert gw.counters["garbage"] + gw.counters["handshake_failed"] + gw.counters["unknown_index"] == 4
+    assert gw.delivered == []
+
+
+def test_forged_transport_is_dropped_and_teaches_no_address():
+    net = _net()
+    peer = net.gateway.peers["site"]
+    addrs_before = {k: dict(v) for k, v in peer.addrs.items()}
+    index = peer.current.local_index
+    forged = wire.encode_transport_header(index, 0, 10_000) + os.urandom(60)
+    net.gateway.on_datagram(("203.0.113.66", 6666), forged, net.now)
+    assert peer.stats.forged == 1
+    assert {k: dict(v) for k, v in peer.addrs.items()} == addrs_before
+    assert net.gateway.delivered == []
+
+
+def test_replayed_transport_is_dropped():
+    net = _net()
+    net.send_up(udp_packet(1))
+    captured = list(net.client.datagrams)
+    net.run_until(net.now + 0.2)
+    gw_peer = net.gateway.peers["site"]
+    delivered = len(net.to_gateway)
+    for dg in captured:
+        net.gateway.on_datagram(("192.0.2.1", 40000), dg.data, net.now)
+    assert gw_peer.stats.replayed >= 1
+    net.run_until(net.now + 0.1)
+    assert len(net.to_gateway) == delivered
+
+
+def test_spoofed_inner_source_is_dropped():
+    net = _net()
+    net.send_up(udp_packet(1, src="10.77.0.99"))
+    net.send_up(udp_packet(2, src="10.77.0.2"))
+    net.run_until(net.now + 0.2)
+    assert [p[12:16] for p in net.to_gateway] == [ipaddress.ip_address("10.77.0.2").packed]
+    assert net.gateway.counters["spoofed_source"] == 1
+
+
+def test_unknown_client_key_gets_no_answer():
+    gw_key = os.urandom(32)
+    known = ClientEntry("known", noise.public_key(os.urandom(32)), ())
+    gw = GatewayCore(GatewayParams(gw_key, (known,)), 0.0, random=os.urandom)
+    from braid.core.handshake import PROLOGUE, InitPayload
+
+    payload = InitPayload(1, 1, 0, ("x",)).encode()
+    e, s, p, _ = noise.initiator_write(os.urandom(32), noise.public_key(gw_key), os.urandom(32),
+                                       payload, PROLOGUE)
+    gw.on_datagram(("198.51.100.1", 9), wire.HandshakeInit(1, e, s, p).encode(), 0.0)
+    assert gw.counters["unknown_client"] == 1
+    assert gw.drain_datagrams() == []
+
+
+def test_replayed_initiation_is_refused():
+    net = _net()
+    before = net.gateway.counters["stale_initiation"]
+    # the client's first initiations went out on both links; replay the one the gateway answered
+    gw = net.gateway
+    handshakes = gw.counters["handshakes"]
+    net.client.peer.current = None  # force a new handshake, then capture it
+    net.client.on_timer(net.now + 2)
+    init = next(dg for dg in net.client.datagrams if dg.data[0] == wire.HANDSHAKE_INIT)
+    gw.on_datagram(("192.0.2.1", 40000), init.data, net.now + 2)
+    gw.on_datagram(("192.0.2.1", 40000), init.data, net.now + 2)
+    assert gw.counters["handshakes"] == handshakes + 1
+    assert gw.counters["stale_initiation"] == before + 1

@@ -1,0 +1,77 @@
+from braid.core.link import DOWN_AFTER, READMIT_GOOD, Health, Link, LinkConfig
+
+
+def _up_link(now: float = 0.0) -> Link:
+    link = Link(LinkConfig("a", 0), now)
+    for i in range(READMIT_GOOD):
+        link.on_heard(now + i * 0.01)
+    assert link.health is Health.UP
+    return link
+
+
+def test_new_link_is_suspect_until_heard_enough():
+    link = Link(LinkConfig("a", 0), 0.0)
+    assert link.health is Health.SUSPECT
+    assert link.on_heard(0.01) is None
+    assert link.on_heard(0.02) is None
+    assert link.on_heard(0.03) is Health.UP
+
+
+def test_unanswered_data_makes_a_link_suspect_within_its_response_timeout():
+    link = _up_link()
+    link.on_heard(0.99)
+    link.on_sent_expecting_answer(1.0)
+    timeout = link.response_timeout()
+    assert link.check_silence(1.0 + timeout - 0.001) is None
+    assert link.check_silence(1.0 + timeout) is Health.SUSPECT
+    assert not link.usable
+
+
+def test_idle_link_is_not_suspected_while_probes_are_answered():
+    link = _up_link()
+    for k in range(1, 20):
+        t = k * 0.1
+        link.on_sent_expecting_answer(t)
+        link.on_heard(t + 0.02)
+        assert link.check_silence(t + 0.05) is None
+
+
+def test_suspect_goes_down_after_long_silence_and_returns_after_good_probes():
+    link = _up_link()
+    link.on_sent_expecting_answer(1.0)
+    assert link.check_silence(1.5) is Health.SUSPECT
+    assert link.check_silence(1.5 + DOWN_AFTER) is Health.DOWN
+    assert link.on_heard(5.0) is None
+    assert link.on_heard(5.03) is None
+    assert link.on_heard(5.06) is Health.UP
+
+
+def test_delivery_rate_estimate_rises_with_samples_and_falls_only_on_congestion():
+    link = _up_link()
+    # 10 Mbit/s delivered: 1250 bytes per ms of receiver time, reports every 20 ms
+    t_us, rx = 0, 0
+    for k in range(20):
+        t_us += 20_000
+        rx += 25_000
+        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000, k * 20)
+    assert 9.5e6 < link.capacity() < 10.5e6
+    # half the rate but no queue: an app-limited sender, estimate kept
+    for k in range(20, 40):
+        t_us += 20_000
+        rx += 12_500
+        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000, k * 20)
+    assert link.capacity() > 9.5e6
+    # half the rate with a standing queue of 50 ms: congestion, converge down
+    for k in range(40, 80):
+        t_us += 20_000
+        rx += 12_500
+        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 51_000, k * 20)
+    assert 4.5e6 < link.capacity() < 5.5e6
+    assert link.pacing_rate() < link.capacity()
+
+
+def test_loss_estimate_from_counters():
+    link = _up_link()
+    link.on_feedback(0.0, 0, 0, 0, 0, 0, 0, 0, 0)
+    link.on_feedback(0.1, 0, 0, 0, 100_000, 0, 970, 0, 1000)  # 970 of 1000 arrived
+    assert abs(link.loss - 0.03) < 0.005

@@ -1,0 +1,56 @@
+from braid.core.link import READMIT_GOOD, Link, LinkConfig
+from braid.core.scheduler import EarliestArrival, assign, make_scheduler
+
+
+def _link(name: str, link_id: int, rate: float, delay: float) -> Link:
+    link = Link(LinkConfig(name, link_id), 0.0)
+    for i in range(READMIT_GOOD):
+        link.on_heard(i * 0.001)
+    link.pace_rate = rate
+    link.path_delay = delay
+    return link
+
+
+def test_idle_links_prefer_the_lowest_delay():
+    fast, slow = _link("fast", 0, 20e6, 0.005), _link("slow", 1, 20e6, 0.030)
+    assert EarliestArrival().pick([slow, fast], 1500, 1.0) is fast
+
+
+def test_slow_link_used_once_the_fast_queue_is_deeper_than_the_delay_gap():
+    fast, slow = _link("fast", 0, 10e6, 0.005), _link("slow", 1, 10e6, 0.025)
+    sched = EarliestArrival()
+    choices = []
+    for _ in range(100):
+        link = sched.pick([fast, slow], 1500, 1.0)
+        assign(link, 1500, 1.0)
+        choices.append(link.name)
+    # 20 ms of delay gap at 10 Mbit/s is ~17 packets on the fast link first
+    first_slow = choices.index("slow")
+    assert 15 <= first_slow <= 19
+    assert 0.4 < choices.count("slow") / 100 < 0.5
+
+
+def test_split_follows_rates_under_load():
+    a, b = _link("a", 0, 30e6, 0.01), _link("b", 1, 10e6, 0.01)
+    sched = EarliestArrival()
+    counts = {"a": 0, "b": 0}
+    for _ in range(4000):
+        link = sched.pick([a, b], 1500, 0.0)
+        assign(link, 1500, 0.0)
+        counts[link.name] += 1
+    assert abs(counts["a"] / 4000 - 0.75) < 0.02
+
+
+def test_suspect_links_are_skipped():
+    a, b = _link("a", 0, 10e6, 0.001), _link("b", 1, 10e6, 0.05)
+    a.on_sent_expecting_answer(1.0)
+    a.check_silence(5.0)
+    assert not a.usable
+    assert EarliestArrival().pick([a, b], 1500, 5.0) is b
+
+
+def test_unknown_scheduler_name_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        make_scheduler("nope")

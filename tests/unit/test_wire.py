@@ -1,0 +1,56 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from braid.core import wire
+
+
+def test_transport_header_golden_bytes():
+    hdr = wire.encode_transport_header(0x01020304, 7, 0x0A0B0C0D0E0F)
+    assert hdr == bytes.fromhex("03" "01020304" "07" "0a0b0c0d0e0f")
+    decoded = wire.decode_outer(hdr + bytes(16))
+    assert decoded == wire.TransportHeader(0x01020304, 7, 0x0A0B0C0D0E0F)
+
+
+def test_data_frame_golden_bytes():
+    plain = wire.encode_plaintext(0x11223344, [wire.Data(5, 0x0102, 0x0A0B0C0D, b"\x45pkt")])
+    assert plain == bytes.fromhex("11223344" "01" "05" "0102" "0a0b0c0d") + b"\x45pkt"
+
+
+def test_feedback_golden_bytes():
+    fb = wire.Feedback(1, 2, 3, 4, 5, 6, -7, 8)
+    raw = wire.encode_frame(fb)
+    assert raw == bytes.fromhex("04" "01" "00000002" "00000003" "00000004" "00000005" "00000006"
+                                "fffffff9" "000000000008")
+
+
+def test_overhead_and_tun_mtu_formula():
+    # outer IPv4 20 + UDP 8 + header 12 + tag 16 + timestamp 4 + data header 8 = 68
+    assert wire.DATA_OVERHEAD == 40
+    assert wire.tun_mtu(1500, outer_ipv6=False) == 1500 - 68
+    assert wire.tun_mtu(1500, outer_ipv6=True) == 1500 - 88
+
+
+frames = st.one_of(
+    st.builds(wire.Probe, st.integers(0, 2**32 - 1)),
+    st.builds(wire.Feedback, st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+              st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+              st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**48 - 1)),
+    st.builds(wire.Nack, st.integers(0, 255),
+              st.lists(st.integers(0, 2**48 - 1), min_size=0, max_size=wire.NACK_MAX).map(tuple)),
+)
+
+
+@given(st.integers(0, 2**32 - 1), st.lists(frames, max_size=5),
+       st.one_of(st.none(), st.builds(wire.Data, st.integers(0, 255), st.integers(0, 2**16 - 1),
+                                      st.integers(0, 2**32 - 1), st.binary(min_size=1, max_size=64),
+                                      st.booleans())))
+def test_plaintext_round_trip(ts, control, data):
+    all_frames = [*control, *([data] if data else [])]
+    assert wire.decode_plaintext(wire.encode_plaintext(ts, all_frames)) == (ts, all_frames)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x03", b"\x01" + bytes(20), b"\x02" + bytes(10), b"\x09abc"])
+def test_decode_outer_rejects_malformed(raw):
+    with pytest.raises(wire.WireError):
+        wire.decode_outer(raw)
