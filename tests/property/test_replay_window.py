@@ -35,10 +35,7 @@ def test_seq_filter_matches_naive_model_across_wrap(base, offsets):
     highest = None
     for off in offsets:
         seq = (base + off) % 2**32
-        if highest is None:
-            expected = True
-        else:
-            expected = off not in seen and off > highest - 128
+        expected = True if highest is None else off not in seen and off > highest - 128
         assert filt.first_time(seq) == expected
         if expected:
             seen.add(off)
