@@ -1,0 +1,110 @@
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+
+from braid.config import ConfigError, load_client, load_gateway
+
+KEY = base64.b64encode(os.urandom(32)).decode()
+
+CLIENT = f'''[client]
+private_key = "{KEY}"
+address = "10.77.0.2/24"
+[gateway]
+public_key = "{KEY}"
+endpoint = "192.0.2.1:7000"
+[[link]]
+name = "fibre"
+bind = "eth1"
+sockets = 2
+[[link]]
+name = "lte"
+bind = "192.168.8.2"
+'''
+
+GATEWAY = f'''[gateway]
+private_key = "{KEY}"
+listen = "[::]:7000"
+address = ["10.77.0.1/24", "fd77::1/64"]
+[[client]]
+name = "site-a"
+public_key = "{KEY}"
+address = "10.77.0.2/32"
+'''
+
+
+def _write(tmp_path, text, name="c.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_client_and_gateway(tmp_path):
+    c = load_client(_write(tmp_path, CLIENT))
+    assert [link.name for link in c.links] == ["fibre", "lte"]
+    assert c.links[0].sockets == 2
+    assert c.endpoint == ("192.0.2.1", 7000)
+    g = load_gateway(_write(tmp_path, GATEWAY, "g.toml"))
+    assert g.listen == ("::", 7000)
+    assert len(g.addresses) == 2
+
+
+@pytest.mark.parametrize(("change", "key", "reason"), [
+    (('sockets = 2', 'sockets = 0'), "link[0].sockets", "between 1 and 16"),
+    (('bind = "eth1"', 'bind = "eth1"\nspeed = 3'), "link[0].speed", "unknown key"),
+    (('endpoint = "192.0.2.1:7000"', 'endpoint = "192.0.2.1:99999"'), "gateway.endpoint", "out of range"),
+    (('address = "10.77.0.2/24"', 'address = "10.77.0.300/24"'), "client.address", "not an address"),
+    ((f'private_key = "{KEY}"', 'private_key = "abc"'), "client.private_key", "base64"),
+    (('name = "lte"', 'name = "fibre"'), "link[1].name", "duplicate"),
+    (('sockets = 2', 'sockets = "two"'), "link[0].sockets", "must be int"),
+])
+def test_client_errors_name_file_line_and_key(tmp_path, change, key, reason):
+    path = _write(tmp_path, CLIENT.replace(*change))
+    with pytest.raises(ConfigError) as info:
+        load_client(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:"), msg
+    assert f" {key}: " in msg and reason in msg, msg
+    assert "\n" not in msg
+
+
+def test_error_carries_the_line_number(tmp_path):
+    path = _write(tmp_path, CLIENT.replace("sockets = 2", "sockets = 99"))
+    line = CLIENT.splitlines().index("sockets = 2") + 1
+    with pytest.raises(ConfigError, match=rf"^{path}:{line}: link\[0\].sockets"):
+        load_client(path)
+
+
+def test_missing_section_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="gateway: missing"):
+        load_client(_write(tmp_path, CLIENT.split("[gateway]")[0]))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_client(_write(tmp_path, "[client\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_client(tmp_path / "absent.toml")
+
+
+def test_gateway_duplicate_client_key(tmp_path):
+    text = GATEWAY + f'[[client]]\nname = "b"\npublic_key = "{KEY}"\naddress = "10.77.0.3/32"\n'
+    with pytest.raises(ConfigError, match=r"client\[1\].public_key: the same key"):
+        load_gateway(_write(tmp_path, text, "g.toml"))
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    path = _write(tmp_path, CLIENT.replace("sockets = 2", "sockets = 0"))
+    proc = subprocess.run([sys.executable, "-m", "braid.cli.main", "client", "-c", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "link[0].sockets" in proc.stderr
+
+
+def test_keygen_pubkey_round_trip():
+    run = [sys.executable, "-m", "braid.cli.main"]
+    private = subprocess.run([*run, "keygen"], capture_output=True, text=True, check=True).stdout
+    assert len(base64.b64decode(private)) == 32
+    public = subprocess.run([*run, "pubkey"], input=private, capture_output=True, text=True, check=True)
+    assert len(base64.b64decode(public.stdout)) == 32
+    bad = subprocess.run([*run, "pubkey"], input="zzz", capture_output=True, text=True)
+    assert bad.returncode == 2 and "stdin" in bad.stderr
