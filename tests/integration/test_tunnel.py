@@ -105,8 +105,8 @@ endpoint = "{GW_ADDR}:7000"
         out = {}
         tick = os.sysconf("SC_CLK_TCK")
         for name, _proc in (("client", self.client), ("gateway", self.gateway)):
-            pids = self.ns.run("site" if name == "client" else "gw", ["pgrep", "-f", f"braid.cli.main {name}"],
-                               check=False).stdout.split()
+            role = "site" if name == "client" else "gw"
+            pids = self.ns.run(role, ["pgrep", "-f", f"braid.cli.main {name}"], check=False).stdout.split()
             total = 0.0
             for pid in pids:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
