@@ -1,10 +1,136 @@
-"""`braid lab ...`: emulated uplinks, scenarios, results (see braid.lab)."""
+"""`braid lab run|demo|bench`: scenarios over emulated uplinks, with results and plots."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from braid.lab.netns import LabError
+from braid.lab.scenario import ScenarioError, load
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lab", help="run scenarios over emulated uplinks")
-    p.set_defaults(func=lambda args: p.print_help() or 2)
+    lab = sub.add_parser("lab", help="run scenarios over emulated uplinks (root)")
+    labsub = lab.add_subparsers(dest="lab_command", required=True)
+    p = labsub.add_parser("run", help="run one scenario file")
+    p.add_argument("scenario")
+    p.add_argument("--json", type=Path, help="write the result JSON here")
+    p.add_argument("--plot", type=Path, help="write the PNG plot here")
+    p.add_argument("--tunnel-only", action="store_true", help="skip baselines and emulator fidelity")
+    p.set_defaults(func=cmd_run)
+    p = labsub.add_parser("demo", help="fibre + 4G + ADSL: each link alone, then braid")
+    p.add_argument("--out", type=Path, default=Path("lab-results"), help="folder for JSON and plot")
+    p.set_defaults(func=cmd_demo)
+    p = labsub.add_parser("bench", help="run every scenario of a folder, print one table")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, default=Path("lab-results"), help="folder for JSON and plots")
+    p.set_defaults(func=cmd_bench)
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise LabError(f"braid lab {what} needs root (it creates network namespaces)")
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=stderr, width=None if sys.stdout.isatty() else 200)
+
+
+def _run_with_progress(scenario_path: Path, json_out: Path | None, png_out: Path | None,
+                       tunnel_only: bool = False) -> list[dict[str, Any]]:
+    from braid.lab.run import run_scenario
+
+    sc = load(scenario_path)
+    console = _console()
+    with console.status(f"[bold]{sc.name}[/]") as status:
+        def progress(msg: str) -> None:
+            status.update(f"[bold]{sc.name}[/]: {msg}")
+            console.log(msg)
+        return run_scenario(sc, json_out, png_out, tunnel_only=tunnel_only, progress=progress)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def summary_table(results: list[dict[str, Any]], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("scenario", "dir", "links alone Mbit/s", "sum", "braid Mbit/s", "efficiency",
+                "cap. eff.", "max stall ms", "RTT idle/load p50/p99 ms", "retrans", "CPU s cl/gw/emu",
+                "emulator"):
+        table.add_column(col)
+    for r in results:
+        alone = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("baselines_mbit") or {}).items()) or "-"
+        rtt = r["rtt_ms"]
+        cpu = r["cpu_s"]
+        table.add_row(
+            r["scenario"], r["direction"], alone, _fmt(r["baseline_sum_mbit"], 1),
+            _fmt(r["goodput_mbit"], 1), _fmt(r["efficiency"]), _fmt(r["capacity_efficiency"]),
+            _fmt(r["max_stall_ms"], 0),
+            "/".join(_fmt(rtt[k], 1) for k in ("idle_p50", "load_p50", "load_p99")),
+            str(r["retransmits"]),
+            "/".join(_fmt(cpu.get(k), 1) for k in ("client", "gateway", "emulator")),
+            "ok" if r.get("emulator_ok") else "; ".join(r.get("emulator_flags", [])) or "not measured")
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        _need_root("run")
+        results = _run_with_progress(Path(args.scenario), args.json, args.plot, args.tunnel_only)
+    except (ScenarioError, LabError) as exc:
+        print(f"braid lab run: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ScenarioError) else 1
+    if args.json is None:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+    _console(stderr=False).print(summary_table(results, "braid lab run"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        _need_root("demo")
+        path = Path(str(resources.files("braid.lab") / "scenarios" / "fibre-4g-adsl.toml"))
+        json_out, png_out = args.out / "demo.json", args.out / "demo.png"
+        results = _run_with_progress(path, json_out, png_out)
+    except (ScenarioError, LabError) as exc:
+        print(f"braid lab demo: {exc}", file=sys.stderr)
+        return 1
+    _console(stderr=False).print(summary_table(results, "braid lab demo: fibre + 4G + ADSL, one TCP flow"))
+    print(f"result: {json_out.resolve()}\nplot:   {png_out.resolve()}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        _need_root("bench")
+        files = sorted(args.folder.glob("*.toml"))
+        if not files:
+            raise LabError(f"{args.folder}: no *.toml scenario files")
+        scenarios = [load(f) for f in files]  # every file is checked before anything runs
+    except (ScenarioError, LabError) as exc:
+        print(f"braid lab bench: {exc}", file=sys.stderr)
+        return 2
+    all_results: list[dict[str, Any]] = []
+    errors = 0
+    for f, _sc in zip(files, scenarios, strict=True):
+        try:
+            all_results += _run_with_progress(f, args.out / f"{f.stem}.json", args.out / f"{f.stem}.png")
+        except (LabError, OSError, ValueError) as exc:
+            errors += 1
+            print(f"braid lab bench: {f}: {exc}", file=sys.stderr)
+    (args.out / "bench.json").write_text(json.dumps(all_results, indent=1))
+    _console(stderr=False).print(summary_table(all_results, f"braid lab bench: {args.folder}"))
+    print(f"results: {args.out.resolve()}")
+    return 1 if errors else 0

@@ -1,0 +1,106 @@
+"""Traffic: iperf3 (TCP, UDP) and ping, run in the lab namespaces, parsed into numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from .netns import LabError, Namespaces
+
+PING_LINE = re.compile(r"^\[(\d+\.\d+)\].*icmp_seq=(\d+).*time=([\d.]+) ms")
+
+
+@dataclass
+class TransferResult:
+    goodput_mbit: float
+    retransmits: int
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (t end, Mbit/s) receiver side
+    udp_loss: float | None = None
+    udp_jitter_ms: float | None = None
+
+
+def _iperf_json(text: str) -> dict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LabError(f"iperf3 printed no JSON: {text[-300:]}") from exc
+    if "error" in data:
+        raise LabError(f"iperf3: {data['error']}")
+    return data
+
+
+def _samples(intervals: list[dict]) -> list[tuple[float, float]]:
+    return [(round(i["sum"]["end"], 3), i["sum"]["bits_per_second"] / 1e6) for i in intervals]
+
+
+def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, *, cc: str = "cubic",
+          flows: int = 1, udp_mbit: float | None = None, port: int = 5201,
+          interval: float = 0.1) -> TransferResult:
+    """One iperf3 run from the site (client) to a server in the gateway namespace.
+    `direction` up: site sends; down: gateway sends (-R). Samples are receiver side."""
+    server = ns.popen("gw", ["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        args = ["iperf3", "-c", server_ip, "-p", str(port), "-t", f"{seconds:g}", "-J",
+                "-i", f"{interval:g}", "-P", str(flows)]
+        if udp_mbit is not None:
+            args += ["-u", "-b", f"{udp_mbit}M", "-l", "1400"]
+        else:
+            args += ["-C", cc]
+        if direction == "down":
+            args.append("-R")
+        else:
+            args.append("--get-server-output")
+        proc = ns.run("site", args, check=False, timeout=seconds + 60)
+        data = _iperf_json(proc.stdout)
+    finally:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    end = data["end"]
+    if udp_mbit is not None:
+        s = end.get("sum_received", end["sum"])  # the receiver's own count over its own time
+        lost = s.get("lost_percent", 0.0) / 100
+        goodput = s["bits_per_second"] / 1e6
+        intervals = data["intervals"]
+        if direction == "up" and "server_output_json" in data:
+            intervals = data["server_output_json"]["intervals"]
+        return TransferResult(goodput, 0, _samples(intervals), lost, s.get("jitter_ms"))
+    goodput = end["sum_received"]["bits_per_second"] / 1e6
+    retrans = int(end["sum_sent"].get("retransmits", 0))
+    if direction == "up":
+        server_json = data.get("server_output_json") or {}
+        intervals = server_json.get("intervals", data["intervals"])
+    else:
+        intervals = data["intervals"]
+    return TransferResult(goodput, retrans, _samples(intervals))
+
+
+class Pinger:
+    """ping at an interval in the background; RTTs with their (relative) send times."""
+
+    def __init__(self, ns: Namespaces, target: str, interval_ms: float, seconds: float) -> None:
+        self.t0 = time.time()
+        count = max(1, int(seconds * 1000 / interval_ms))
+        self.proc = ns.popen("site", ["ping", "-n", "-D", "-i", f"{interval_ms / 1000:.3f}", "-c", str(count),
+                                      "-W", "2", target], stdout=subprocess.PIPE, text=True)
+        self.sent = count
+
+    def result(self) -> list[tuple[float, float]]:
+        out, _ = self.proc.communicate(timeout=120)
+        rtts = []
+        for line in out.splitlines():
+            m = PING_LINE.match(line)
+            if m:
+                rtts.append((float(m.group(1)) - self.t0, float(m.group(3))))
+        return rtts
+
+
+def ping_rtts(ns: Namespaces, target: str, count: int = 20, interval_ms: float = 20) -> list[float]:
+    pinger = Pinger(ns, target, interval_ms, count * interval_ms / 1000)
+    return [r for _, r in pinger.result()]
