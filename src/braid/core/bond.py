@@ -32,6 +32,7 @@ from .scheduler import assign, make_scheduler
 RING_SIZE = 4096  # recently sent data per link, kept for NACK and failover resends
 RESEND_AGE = 1.0  # seconds: older packets are not worth resending
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
+STARTUP_QUEUE_PACKETS = 64
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 
 Transmit = Callable[[int, bytes], int]
@@ -138,15 +139,18 @@ class Bond:
         if urgent:  # ahead of every queued bulk packet
             self.stats["urgent"] += 1
             link.next_free = max(link.next_free, now) + size * 8 / link.pace_rate
-            self._send_data(link, flow, fseq, seq, packet, False, now)
+            self._send_data(link, flow, fseq, seq, packet, True, now)
             return
         self._enqueue(link, size, (flow, fseq, seq, packet, False), now)
 
     def _enqueue(self, link: Link, size: int, item: tuple[int, int, int, bytes, bool],
                  now: float) -> None:
         start = link.next_free if link.next_free > now else now
-        if start - now > self.queue_limit:
-            self.stats["queue_drops"] += 1  # the tunnel is full: the inner flow must slow down
+        if start - now > self.queue_limit and not (
+                link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS):
+            # the tunnel is full: the inner flow must slow down. While a link's estimate is
+            # still ramping up, time at that estimate understates the room: keep a few packets.
+            self.stats["queue_drops"] += 1
             return
         assign(link, size, now)
         queue = self._queues[link.id]
@@ -162,8 +166,10 @@ class Bond:
             self._send_data(link, flow, fseq, seq, packet, resend, now)
 
     def _send_data(self, link: Link, flow: int, fseq: int, seq: int, packet: bytes,
-                   resend: bool, now: float) -> None:
-        body = wire.encode_data_header(flow, fseq, seq, resend) + packet
+                   unordered: bool, now: float) -> None:
+        """`unordered`: sent outside the link's queue order (urgent or resent), so it must not
+        tell the receiver that every lower seq assigned to this link has been sent."""
+        body = wire.encode_data_header(flow, fseq, seq, unordered) + packet
         room = self._max_plain(link) - wire.INNER_TS_LEN - len(body)
         control = self._control_for(link, now, room)
         plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + body
@@ -243,7 +249,7 @@ class Bond:
             link.head_known = True
 
     def _on_data(self, link: Link, frame: wire.Data, now: float) -> None:
-        if not frame.resend:
+        if not frame.unordered:
             self._cover(link, (frame.seq + 1) & (SEQ_MOD - 1))
         if not self._seen.first_time(frame.seq):
             self.stats["duplicates"] += 1
@@ -333,10 +339,15 @@ class Bond:
             self._keepalive(link, now)
         self._release(now)
 
+    def _head(self, link: Link) -> int:
+        """Every seq below this that was assigned to the link has been sent on it."""
+        queue = self._queues[link.id]
+        return queue[0][3] if queue else self.next_seq
+
     def _keepalive(self, link: Link, now: float) -> None:
         interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
         if now >= link.last_tx + interval:
-            frames = wire.PROBE.pack(wire.FRAME_PROBE, self.next_seq)
+            frames = wire.PROBE.pack(wire.FRAME_PROBE, self._head(link))
             frames += self._control_for(link, now, 1 << 16)
             self._send_control(link, frames, now)
             link.on_sent_expecting_answer(now)

@@ -9,10 +9,10 @@ Outer datagrams (UDP payload):
 The transport header (12 bytes) is the AEAD associated data; the nonce is
 0x000000 || link_id || counter as 8 bytes little-endian (Noise ChaChaPoly layout).
 
-Transport plaintext:  timestamp_us(4) then frames; a DATA/RESEND frame, if present, is last
+Transport plaintext:  timestamp_us(4) then frames; a DATA/UNORDERED frame, if present, is last
 and its payload runs to the end.
   DATA      0x01 flow(1) flow_seq(2) seq(4) packet...
-  RESEND    0x02 flow(1) flow_seq(2) seq(4) packet...
+  UNORDERED 0x02 flow(1) flow_seq(2) seq(4) packet...   (sent outside its link's queue order)
   PROBE     0x03 head(4)
   FEEDBACK  0x04 link(1) rx_packets(4) rx_bytes(4) echo_ts(4) echo_hold_us(4) rx_time_us(4)
                  owd_min_us(4) highest_counter(6)
@@ -46,7 +46,7 @@ INNER_TS: Final = struct.Struct("!I")
 INNER_TS_LEN: Final = INNER_TS.size
 
 FRAME_DATA: Final = 0x01
-FRAME_RESEND: Final = 0x02
+FRAME_UNORDERED: Final = 0x02  # a resend, or an urgent packet that passed the queue
 FRAME_PROBE: Final = 0x03
 FRAME_FEEDBACK: Final = 0x04
 FRAME_NACK: Final = 0x05
@@ -166,7 +166,7 @@ class Data:
     flow_seq: int
     seq: int
     packet: bytes
-    resend: bool = False
+    unordered: bool = False  # does not tell the receiver that earlier seqs on its link were sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,14 +195,14 @@ class Nack:
 Frame = Data | Probe | Feedback | Nack
 
 
-def encode_data_header(flow: int, flow_seq: int, seq: int, resend: bool = False) -> bytes:
-    kind = FRAME_RESEND if resend else FRAME_DATA
+def encode_data_header(flow: int, flow_seq: int, seq: int, unordered: bool = False) -> bytes:
+    kind = FRAME_UNORDERED if unordered else FRAME_DATA
     return DATA_HEADER.pack(kind, flow, flow_seq & 0xFFFF, seq & 0xFFFFFFFF)
 
 
 def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, Data):
-        return encode_data_header(frame.flow, frame.flow_seq, frame.seq, frame.resend) + frame.packet
+        return encode_data_header(frame.flow, frame.flow_seq, frame.seq, frame.unordered) + frame.packet
     if isinstance(frame, Probe):
         return PROBE.pack(FRAME_PROBE, frame.head & 0xFFFFFFFF)
     if isinstance(frame, Feedback):
@@ -239,12 +239,12 @@ def decode_plaintext(plain: bytes) -> tuple[int, list[Frame]]:
     end = len(plain)
     while pos < end:
         kind = plain[pos]
-        if kind in (FRAME_DATA, FRAME_RESEND):
+        if kind in (FRAME_DATA, FRAME_UNORDERED):
             if end - pos < DATA_HEADER_LEN + 1:
                 raise WireError("data frame too short")
             _, flow, flow_seq, seq = DATA_HEADER.unpack_from(plain, pos)
             packet = plain[pos + DATA_HEADER_LEN :]
-            frames.append(Data(flow, flow_seq, seq, packet, kind == FRAME_RESEND))
+            frames.append(Data(flow, flow_seq, seq, packet, kind == FRAME_UNORDERED))
             return ts, frames
         if kind == FRAME_PROBE:
             if end - pos < PROBE.size:

@@ -159,6 +159,8 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                 capacity=capacity, loss=loss, rtt_idle=rtt_idle, rtt_load=[r for _, r in rtts],
                 per_link=per_link, link_samples=list(emu_out.samples), cpu=cpu,
                 fidelity=fidelity or {}, extra=extra))
+            results[-1]["braid_counters"] = {
+                role: lab.status(role)["peers"][0]["counters"] for role in ("client", "gateway")}
             rtt_series.append(rtts)
     finally:
         lab.close()
