@@ -54,3 +54,13 @@ def test_unknown_scheduler_name_is_an_error():
 
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_scheduler("nope")
+
+
+def test_urgent_packets_ignore_the_tunnel_queue_they_skip():
+    from braid.core.scheduler import pick_urgent
+
+    fast, slow = _link("fast", 0, 10e6, 0.010), _link("slow", 1, 10e6, 0.030)
+    for _ in range(100):  # 120 ms of bulk queued in the tunnel for the fast link
+        assign(fast, 1500, 1.0)
+    assert EarliestArrival().pick([fast, slow], 100, 1.0) is slow
+    assert pick_urgent([fast, slow], 100, 1.0, handed_ahead=0.002) is fast

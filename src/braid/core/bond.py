@@ -27,7 +27,7 @@ from .link import (
 )
 from .reorder import ReorderBuffer
 from .replay import SEQ_MOD, SeqFilter, seq_diff
-from .scheduler import assign, make_scheduler
+from .scheduler import assign, make_scheduler, pick_urgent
 
 RING_SIZE = 4096  # recently sent data per link, kept for NACK and failover resends
 RESEND_AGE = 1.0  # seconds: older packets are not worth resending
@@ -135,12 +135,13 @@ class Bond:
         seq = self.next_seq
         self.next_seq = (seq + 1) & (SEQ_MOD - 1)
         size = self.wire_size(len(packet) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
-        link = self.scheduler.pick(self.links, size, now)
         if urgent:  # ahead of every queued bulk packet
             self.stats["urgent"] += 1
+            link = pick_urgent(self.links, size, now, LINK_BACKLOG)
             link.next_free = max(link.next_free, now) + size * 8 / link.pace_rate
             self._send_data(link, flow, fseq, seq, packet, True, now)
             return
+        link = self.scheduler.pick(self.links, size, now)
         self._enqueue(link, size, (flow, fseq, seq, packet, False), now)
 
     def _enqueue(self, link: Link, size: int, item: tuple[int, int, int, bytes, bool],

@@ -57,6 +57,23 @@ class EarliestArrival:
         return best
 
 
+def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float) -> Link:
+    """For a packet that skips the tunnel queue: it waits only behind what the link already
+    holds (packets are handed to a link `handed_ahead` seconds before their paced time, plus
+    the one in progress), so compare delay plus that, not the tunnel queue."""
+    best = links[0]
+    best_arrival = float("inf")
+    bits = size * 8
+    for link in candidates(links):
+        backlog = link.next_free - now
+        held = handed_ahead + 12_000 / link.pace_rate
+        backlog = 0.0 if backlog < 0 else min(backlog, held)
+        arrival = backlog + bits / link.pace_rate + link.path_delay
+        if arrival < best_arrival:
+            best, best_arrival = link, arrival
+    return best
+
+
 class RoundRobin:
     """Every usable link in turn, whatever its rate (MLVPN-like; for comparison only)."""
 

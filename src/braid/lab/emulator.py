@@ -75,7 +75,7 @@ class Pipe:
         size = len(frame) - ETH_HEADER
         start = self.busy_until if self.busy_until > now else now
         rate = self._rate(start, t0)
-        if (start - now) > cfg.queue:
+        if (start - now) > cfg.queue + 1e-9:
             self.dropped_queue += 1
             return False
         self.busy_until = start + size * 8 / rate

@@ -80,6 +80,8 @@ class _Where:
     def error(self, key: str, reason: str, occurrence: int = 0) -> ScenarioError:
         leaf = key.rsplit(".", 1)[-1].split("[")[0]
         matches = list(re.finditer(rf"^\s*{re.escape(leaf)}\s*=", self.text, re.M))
+        if not matches:  # a key inside an inline table, or a [[table]] itself
+            matches = list(re.finditer(rf"[{{,]\s*{re.escape(leaf)}\s*=", self.text))
         if not matches:
             matches = list(re.finditer(rf"^\s*\[+\s*{re.escape(leaf)}\s*\]+", self.text, re.M))
         line = ""

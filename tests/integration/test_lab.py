@@ -1,0 +1,124 @@
+"""The lab itself, as root: the emulator's accuracy in namespaces, and one short end-to-end
+`braid lab run` through the CLI (the scenario CI runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from braid.lab.scenario import parse
+from braid.lab.topology import Lab, link_addr
+from braid.lab.workload import iperf, ping_rtts
+
+pytestmark = pytest.mark.root
+
+SCENARIO = """name = "ci-short"
+duration_s = 4
+[[link]]
+name = "fast"
+rate_mbit = 12
+delay_ms = 10
+queue_ms = 50
+[[link]]
+name = "slow"
+rate_mbit = 6
+delay_ms = 25
+jitter_ms = 10
+loss = 0.05
+queue_ms = 100
+[workload]
+kind = "tcp"
+direction = "up"
+"""
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (network namespaces)")
+    sc = parse(SCENARIO, Path("ci-short.toml"))
+    lab = Lab(sc, tmp_path_factory.mktemp("lab"))
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_emulated_rate_within_5_percent(lab):
+    for i, rate in ((0, 12.0), (1, 6.0)):
+        blast = iperf(lab.ns, link_addr(i, "gw"), 2, "up", udp_mbit=rate * 1.3, port=5230)
+        wire = blast.goodput_mbit * 1428 / 1400
+        assert abs(wire / rate - 1) < 0.05, f"link {i}: {wire:.2f} Mbit/s on the wire for {rate}"
+
+
+def test_emulated_delay_within_1ms(lab):
+    rtts = ping_rtts(lab.ns, link_addr(0, "gw"), count=30, interval_ms=20)
+    assert len(rtts) >= 29
+    assert abs(min(rtts) - 20.0) < 1.0 and abs(sorted(rtts)[len(rtts) // 2] - 20.0) < 1.5, rtts
+
+
+def test_jitter_keeps_order_and_loss_matches(lab):
+    server = lab.ns.popen("gw", ["iperf3", "-s", "-1", "-B", link_addr(1, "gw"), "-p", "5231"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+
+    time.sleep(0.3)
+    out = lab.ns.run("site", ["iperf3", "-c", link_addr(1, "gw"), "-p", "5231", "-u", "-b", "3M",
+                              "-l", "1000", "-t", "4", "-J"], timeout=60)
+    server.wait(timeout=10)
+    data = json.loads(out.stdout)
+    received = data["end"]["sum_received"]
+    stream = data["end"]["streams"][0]["udp"]
+    assert stream.get("out_of_order", 0) == 0, "the emulator reordered packets of one path"
+    lost = received["lost_percent"] / 100
+    assert 0.03 < lost < 0.07, f"loss {lost:.3f} for a configured 0.05"
+    # jitter of up to 10 ms one way shows in the delay spread
+    rtts = ping_rtts(lab.ns, link_addr(1, "gw"), count=40, interval_ms=20)
+    assert 50 <= min(rtts) < 52 and max(rtts) > min(rtts) + 5
+
+
+def test_short_lab_run_end_to_end(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (network namespaces)")
+    scenario = tmp_path / "ci-short.toml"
+    scenario.write_text(SCENARIO)
+    before = _netns()
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    proc = subprocess.run([sys.executable, "-m", "braid.cli.main", "lab", "run", str(scenario),
+                           "--json", str(out_json), "--plot", str(out_png)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out_json.read_text())
+    for key in ("goodput_mbit", "baseline_sum_mbit", "best_link_mbit", "efficiency", "capacity_sum_mbit",
+                "capacity_efficiency", "retransmits", "max_stall_ms", "rtt_ms", "per_link", "samples",
+                "cpu_s", "emulator_fidelity"):
+        assert key in r, key
+    assert r["goodput_mbit"] > 0.5 * r["best_link_mbit"]
+    assert r["capacity_sum_mbit"] == pytest.approx(12 + 6 * 0.95)
+    assert set(r["per_link"]) == {"fast", "slow"}
+    assert r["per_link"]["fast"]["tx_bytes"] > 0
+    assert len(r["samples"]) >= 30
+    assert set(r["cpu_s"]) == {"client", "gateway", "emulator"}
+    assert set(r["emulator_fidelity"]) == {"fast", "slow"}
+    assert out_png.stat().st_size > 10_000
+    assert _netns() == before, "the lab left namespaces behind"
+
+
+def test_bad_scenario_is_a_one_line_error(tmp_path):
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text(SCENARIO.replace("loss = 0.05", "loss = 5"))
+    proc = subprocess.run([sys.executable, "-m", "braid.cli.main", "lab", "run", str(scenario)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "link[1].loss" in proc.stderr
