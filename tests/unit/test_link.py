@@ -61,13 +61,26 @@ def test_delivery_rate_estimate_rises_with_samples_and_falls_only_on_congestion(
         rx += 12_500
         link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000, k * 20)
     assert link.capacity() > 9.5e6
-    # half the rate with a standing queue of 50 ms: congestion, converge down
+    # half the rate with a standing queue of 50 ms while the tunnel has packets waiting for
+    # the link: its capacity dropped, converge down
     for k in range(40, 80):
         t_us += 20_000
         rx += 12_500
+        link.on_backlogged(k * 0.02)
         link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 51_000, k * 20)
     assert 4.5e6 < link.capacity() < 5.5e6
     assert link.pacing_rate() < link.capacity()
+
+
+def test_jitter_on_an_idle_link_is_not_read_as_congestion():
+    link = _up_link()
+    t_us, rx = 0, 0
+    for k in range(200):  # a lightly used link whose one-way delay jumps by up to 10 ms
+        t_us += 20_000
+        rx += 2_500
+        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
+    assert link.capacity() >= 4e6  # the initial estimate is kept, not cut for "congestion"
+    assert link.queue_target() > 0.005
 
 
 def test_loss_estimate_from_counters():

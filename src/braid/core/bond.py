@@ -145,15 +145,19 @@ class Bond:
         self._enqueue(link, size, (flow, fseq, seq, packet, False), now)
 
     def _enqueue(self, link: Link, size: int, item: tuple[int, int, int, bytes, bool],
-                 now: float) -> None:
+                 now: float, admitted: bool = False) -> None:
+        """Queue a packet on a link. `admitted`: already accepted once (moved off a failed
+        link): delivered late rather than dropped."""
         start = link.next_free if link.next_free > now else now
-        if start - now > self.queue_limit and not (
+        if not admitted and start - now > self.queue_limit and not (
                 link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS):
             # the tunnel is full: the inner flow must slow down. While a link's estimate is
             # still ramping up, time at that estimate understates the room: keep a few packets.
             self.stats["queue_drops"] += 1
             return
         assign(link, size, now)
+        if start > now + LINK_BACKLOG:
+            link.on_backlogged(now)
         queue = self._queues[link.id]
         queue.append((start, *item))
         if len(queue) == 1 and start - LINK_BACKLOG <= now:
@@ -198,6 +202,9 @@ class Bond:
         queued = [(f, fs, s, p, r) for _, f, fs, s, p, r in self._queues[link.id]]
         self._queues[link.id].clear()
         link.next_free = now
+        for other in self.links:  # they must carry more now: find their capacity quickly
+            if other is not link and other.usable:
+                other.restart_startup()
         acked = self._acked[link.id]
         unacked = []
         for c, e in self._sent[link.id].items():
@@ -208,7 +215,7 @@ class Bond:
             self._resend(unacked, now)
         for item in queued:
             size = self.wire_size(len(item[3]) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
-            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
+            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now, admitted=True)
 
     # ------------------------------------------------------------------ receive side
 

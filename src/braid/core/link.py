@@ -15,7 +15,7 @@ from .replay import SEQ_MOD, seq_diff
 FEEDBACK_INTERVAL = 0.020  # receiver reports per link at most this often while data flows
 PROBE_INTERVAL = 0.100  # keepalive probe on a link idle this long
 SUSPECT_PROBE_INTERVAL = 0.030  # probes on a suspect link, to see it come back quickly
-SILENCE_FLOOR = 0.050
+SILENCE_FLOOR = 0.100  # below this, a busy host's scheduling hiccups look like outages
 IDLE_SILENCE = 3 * PROBE_INTERVAL + 0.050  # nothing owed, yet not even the peer's probes
 READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
 DOWN_AFTER = 2.0  # suspect this long: down
@@ -25,6 +25,8 @@ INITIAL_RATE = 4_000_000.0
 STARTUP_GAIN = 2.0
 PROBE_GAIN = 1.25
 DRAIN_GAIN = 0.85
+DRIVEN_WINDOW = 0.2  # the tunnel queued packets for this link this recently: it is being driven
+CONGESTION_CONFIRM = 0.080  # seconds of standing queue before the estimate is lowered
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,9 @@ class Link:
         self.owd_base = WindowedMin(OWD_BASE_WINDOW)
         self.owd_recent: int | None = None
         self.startup = True
+        self.congested_since: float | None = None
+        self.delay_noise = 0.0  # seconds of one-way delay variation seen while lightly loaded
+        self.last_backlogged = -1.0  # last time packets had to wait in the tunnel for this link
         self.loss = 0.0
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
         self.feedback_count = 0
@@ -148,7 +153,7 @@ class Link:
         """How long an answer to data or a probe sent on this link may take."""
         if self.srtt is None:
             return 0.3
-        return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + FEEDBACK_INTERVAL)
+        return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL)
 
     def on_sent_expecting_answer(self, now: float) -> None:
         if self.awaiting_since is None:
@@ -203,12 +208,32 @@ class Link:
         self.owd_base.update(now, owd_min_us)
         self._on_loss(rx_packets, highest_counter)
         q = self.queue_delay()
+        loaded = now - self.last_backlogged < DRIVEN_WINDOW
+        if q is not None and not loaded:
+            # what a lightly used link shows above its minimum delay is its jitter, not a queue
+            self.delay_noise += (q - self.delay_noise) / 16
         target = self.queue_target()
-        if q is not None and q > target:
+        if q is not None and q > 2 * target and loaded:
             self.startup = False
-            if q > 2 * target and self.recent_rate < self.btl:
-                # congested: what gets through is the capacity; converge on it
+            if self.congested_since is None:
+                self.congested_since = now
+            elif now - self.congested_since > CONGESTION_CONFIRM and self.recent_rate < self.btl:
+                # a standing queue for longer than a rate sample spans: what gets through is
+                # the capacity; converge on it
                 self.btl = max(MIN_RATE, self.recent_rate, 0.9 * self.btl)
+        else:
+            self.congested_since = None
+            if q is not None and q > target and loaded:
+                self.startup = False
+        self.refresh()
+
+    def on_backlogged(self, now: float) -> None:
+        """The tunnel had to queue a packet for this link: it is pacing-limited, so what gets
+        through measures the link, not the traffic offered to it."""
+        self.last_backlogged = now
+
+    def restart_startup(self) -> None:
+        self.startup = True
         self.refresh()
 
     def refresh(self) -> None:
@@ -263,19 +288,22 @@ class Link:
         return max(0, self.owd_recent - self.owd_base.get(self.owd_recent)) / 1e6
 
     def queue_target(self) -> float:
+        """Standing queue tolerated before the pacing stops probing upward: a few ms, two
+        packets on a slow link, and above the delay noise a jittery link shows anyway."""
         packet_time = 1500 * 8 / self.capacity()
-        return max(0.004, 2 * packet_time)
+        return max(0.004, 2 * packet_time, 2 * self.delay_noise)
 
     def pacing_rate(self) -> float:
+        """Probe above the estimate while the queue is short, hold at it while the queue is
+        between one and two targets (or high but the link is not being driven), drain below
+        it while a confirmed standing queue lasts."""
         btl = self.capacity()
         q = self.queue_delay()
-        target = self.queue_target()
-        if q is None or q < target:
-            gain = STARTUP_GAIN if self.startup else PROBE_GAIN
-            return btl * gain
-        if q < 2 * target:
+        if q is None or q < self.queue_target():
+            return btl * (STARTUP_GAIN if self.startup else PROBE_GAIN)
+        if self.congested_since is None:
             return btl
-        return max(MIN_RATE, min(btl, self.recent_rate or btl) * DRAIN_GAIN)
+        return max(MIN_RATE, btl * DRAIN_GAIN)
 
     def one_way_delay(self) -> float:
         """Relative one-way delay used to compare links (unknown clock offset cancels out)."""

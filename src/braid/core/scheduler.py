@@ -20,12 +20,13 @@ class Scheduler(Protocol):
 
 
 def candidates(links: list[Link]) -> list[Link]:
-    """Usable links; if none is, the ones heard from at all; if none, every link."""
+    """Usable links; if none is, the one heard from most recently (it is the likeliest to
+    work); if none was ever heard, every link."""
     usable = [link for link in links if link.usable]
     if usable:
         return usable
-    heard = [link for link in links if link.last_heard >= 0]
-    return heard or links
+    latest = max(links, key=lambda link: link.last_heard)
+    return [latest] if latest.last_heard >= 0 else links
 
 
 def assign(link: Link, size: int, now: float) -> float:

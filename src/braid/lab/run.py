@@ -115,6 +115,16 @@ def _tunnel_run(lab: Lab, direction: str, emu_out: EmulatorOutput, progress: Pro
     return transfer, rtts, cpu, per_link
 
 
+def _link_events(workdir: Path) -> dict[str, list[str]]:
+    """Link state changes each daemon logged (for reading a run, not for scoring it)."""
+    out = {}
+    for role in ("client", "gateway"):
+        log = workdir / f"{role}.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        out[role] = [line.split(" INFO ", 1)[-1] for line in lines if " is " in line][-40:]
+    return out
+
+
 def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | None = None,
                  tunnel_only: bool = False, progress: Progress = lambda s: None,
                  keep_dir: bool = False) -> list[dict[str, Any]]:
@@ -161,6 +171,7 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                 fidelity=fidelity or {}, extra=extra))
             results[-1]["braid_counters"] = {
                 role: lab.status(role)["peers"][0]["counters"] for role in ("client", "gateway")}
+            results[-1]["braid_link_events"] = _link_events(workdir)
             rtt_series.append(rtts)
     finally:
         lab.close()
