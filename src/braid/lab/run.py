@@ -20,7 +20,7 @@ from .workload import Pinger, TransferResult, iperf, ping_rtts
 
 Progress = Callable[[str], None]
 UDP_PAYLOAD, UDP_IP = 1400, 1428
-FIDELITY_S = 1.5
+FIDELITY_S = 3.0
 
 
 class EmulatorOutput:
@@ -64,13 +64,16 @@ def _fidelity(lab: Lab, direction: str, progress: Progress) -> dict[str, dict[st
     for i, link in enumerate(lab.scenario.links):
         progress(f"emulator fidelity: {link.name} {direction}")
         rate = link.rate(direction)
-        blast = iperf(lab.ns, link_addr(i, "gw"), FIDELITY_S, direction, udp_mbit=rate * 1.3, port=5210)
+        blast = iperf(lab.ns, link_addr(i, "gw"), FIDELITY_S, direction, udp_mbit=rate * 1.2, port=5210)
         wire_rate = blast.goodput_mbit * UDP_IP / UDP_PAYLOAD
-        rtts = ping_rtts(lab.ns, link_addr(i, "gw"), count=15, interval_ms=20)
-        rtt_min = min(rtts) if rtts else None
+        time.sleep(0.3)  # let the blast's queue drain before timing the idle path
+        rtts = ping_rtts(lab.ns, link_addr(i, "gw"), count=30, interval_ms=20)
+        # idle ping: two one-way delays plus two uniform jitters in [0, jitter] (mean: jitter)
+        expected = 2 * link.delay_ms + link.jitter_ms
         out[link.name] = {
             "rate_ratio": round(wire_rate / (rate * (1 - link.loss)), 3),
-            "rtt_error_ms": round(rtt_min - 2 * link.delay_ms, 3) if rtt_min is not None else None,
+            "rtt_error_ms": round(sum(rtts) / len(rtts) - expected, 3) if rtts else None,
+            "rtt_expected_ms": expected,
         }
     return out
 
