@@ -103,3 +103,30 @@ def test_rekey_keeps_traffic_flowing():
     _stream(net, 125.0, 125.5, 1)
     net.run_until(126.0)
     assert len(net.to_gateway) - before > 450
+
+
+def _icmp(n: int) -> bytes:
+    import ipaddress as ip
+
+    s, d = ip.ip_address("10.77.0.2").packed, ip.ip_address("10.77.0.1").packed
+    return bytes([0x45, 0, 0, 84]) + bytes(4) + bytes([64, 1, 0, 0]) + s + d + bytes([8, 0, 0, 0]) + \
+        n.to_bytes(4, "big") + bytes(56)
+
+
+def test_interactive_traffic_reserves_the_lowest_latency_link_and_skips_the_queue():
+    net = FakeNet({"slow": FakeLink(rate_bps=8e6, delay=0.030), "fast": FakeLink(rate_bps=2e6, delay=0.015)},
+                  seed=13)
+    _established(net)
+    bond = net.client.peer.bond
+    t = 0.5
+    for k in range(2000):  # bulk upload above the sum, with a ping every 20 ms
+        net.send_up(udp_packet(k))
+        if k % 20 == 0:
+            net.send_up(_icmp(k))
+        t += 0.001
+        net.run_until(t)
+    fast = bond.links[1]
+    assert fast.reserved and not bond.links[0].reserved
+    assert fast.pace_rate < fast.capacity()
+    pings = [p for p in net.to_gateway if p[9] == 1]
+    assert len(pings) >= 95

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import wire
-from .classify import classify
+from .classify import BULK, INTERACTIVE, classify
 from .link import (
     FEEDBACK_INTERVAL,
     PROBE_INTERVAL,
@@ -33,6 +33,7 @@ RING_SIZE = 4096  # recently sent data per link, kept for NACK and failover rese
 RESEND_AGE = 1.0  # seconds: older packets are not worth resending
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
 STARTUP_QUEUE_PACKETS = 64
+INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 
 Transmit = Callable[[int, bytes], int]
@@ -75,6 +76,8 @@ class Bond:
         self._sent_order: dict[int, deque[int]] = {link.id: deque() for link in self.links}
         self._acked: dict[int, int] = {link.id: -1 for link in self.links}
         self._nack_hold_until = 0.0
+        self._interactive_until = -1.0
+        self._reserved: Link | None = None
         self._now = now
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
@@ -129,7 +132,10 @@ class Bond:
     def on_tun_packet(self, packet: bytes, now: float) -> None:
         self._now = now
         self.stats["tun_in"] += 1
-        flow, urgent = classify(packet)
+        flow, klass = classify(packet)
+        urgent = klass != BULK
+        if klass == INTERACTIVE:
+            self._interactive_until = now + INTERACTIVE_HOLD
         fseq = self._flow_seq[flow]
         self._flow_seq[flow] = (fseq + 1) & 0xFFFF
         seq = self.next_seq
@@ -335,8 +341,22 @@ class Bond:
 
     # ------------------------------------------------------------------ timers
 
+    def _reserve(self, now: float) -> None:
+        """While interactive traffic flows, the lowest-latency usable link is paced just under
+        its estimate so its bottleneck queue stays near empty for them."""
+        want = None
+        if now < self._interactive_until:
+            usable = [lk for lk in self.links if lk.usable and lk.srtt is not None]
+            if len(usable) > 1:
+                want = min(usable, key=lambda lk: lk.min_rtt.get(lk.srtt or 1.0))
+        if want is not self._reserved:
+            for link in self.links:
+                link.set_reserved(link is want)
+            self._reserved = want
+
     def on_timer(self, now: float) -> None:
         self._now = now
+        self._reserve(now)
         for link in self.links:
             self._pump(link, now)
             changed = link.check_silence(now)

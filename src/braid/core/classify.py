@@ -13,11 +13,17 @@ PROTO_UDP = 17
 PROTO_ICMPV6 = 58
 
 
-def classify(packet: bytes) -> tuple[int, bool]:
-    """Return (flow bucket, urgent). Malformed packets land in bucket 0 as bulk."""
+BULK = 0
+SMALL = 1  # small packets, TCP pure ACKs among them: skip the queue
+INTERACTIVE = 2  # ICMP, DSCP EF/CS6/CS7, small UDP (VoIP, games, DNS): skip the queue and
+                 # keep the lowest-latency link's queue short while they flow
+
+
+def classify(packet: bytes) -> tuple[int, int]:
+    """Return (flow bucket, class). Malformed packets land in bucket 0 as bulk."""
     n = len(packet)
     if n < 20:
-        return 0, False
+        return 0, BULK
     version = packet[0] >> 4
     if version == 4:
         ihl = (packet[0] & 0x0F) * 4
@@ -33,10 +39,13 @@ def classify(packet: bytes) -> tuple[int, bool]:
         ports = packet[40:44] if proto in (PROTO_TCP, PROTO_UDP) else b""
         icmp = proto == PROTO_ICMPV6
     else:
-        return 0, False
-    urgent = icmp or dscp in INTERACTIVE_DSCP or n <= SMALL_PACKET
+        return 0, BULK
     bucket = zlib.crc32(ports, zlib.crc32(key, proto)) % FLOW_BUCKETS
-    return (bucket + FLOW_BUCKETS if urgent else bucket), urgent
+    if icmp or dscp in INTERACTIVE_DSCP or (n <= SMALL_PACKET and proto == PROTO_UDP):
+        return bucket + FLOW_BUCKETS, INTERACTIVE
+    if n <= SMALL_PACKET:
+        return bucket + FLOW_BUCKETS, SMALL
+    return bucket, BULK
 
 
 def source_address(packet: bytes) -> bytes | None:

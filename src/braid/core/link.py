@@ -25,6 +25,7 @@ INITIAL_RATE = 4_000_000.0
 STARTUP_GAIN = 2.0
 PROBE_GAIN = 1.25
 DRAIN_GAIN = 0.85
+RESERVED_GAIN = 0.9
 DRIVEN_WINDOW = 0.2  # the tunnel queued packets for this link this recently: it is being driven
 CONGESTION_CONFIRM = 0.080  # seconds of standing queue before the estimate is lowered
 
@@ -127,6 +128,7 @@ class Link:
         self.congested_since: float | None = None
         self.delay_noise = 0.0  # seconds of one-way delay variation seen while lightly loaded
         self.last_backlogged = -1.0  # last time packets had to wait in the tunnel for this link
+        self.reserved = False  # kept nearly empty for interactive traffic
         self.loss = 0.0
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
         self.feedback_count = 0
@@ -293,12 +295,19 @@ class Link:
         packet_time = 1500 * 8 / self.capacity()
         return max(0.004, 2 * packet_time, 2 * self.delay_noise)
 
+    def set_reserved(self, reserved: bool) -> None:
+        self.reserved = reserved
+        self.refresh()
+
     def pacing_rate(self) -> float:
         """Probe above the estimate while the queue is short, hold at it while the queue is
         between one and two targets (or high but the link is not being driven), drain below
-        it while a confirmed standing queue lasts."""
+        it while a confirmed standing queue lasts. A reserved link (interactive traffic
+        flowing) stays just under its estimate, so its queue stays near empty."""
         btl = self.capacity()
         q = self.queue_delay()
+        if self.reserved:
+            return btl * RESERVED_GAIN
         if q is None or q < self.queue_target():
             return btl * (STARTUP_GAIN if self.startup else PROBE_GAIN)
         if self.congested_since is None:
