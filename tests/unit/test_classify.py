@@ -12,7 +12,8 @@ def _ipv4(proto: int, size: int, dscp: int = 0, sport: int = 1000) -> bytes:
 
 def _ipv6(next_header: int, size: int) -> bytes:
     head = bytes([0x60, 0, 0, 0]) + (size - 40).to_bytes(2, "big") + bytes([next_header, 64])
-    return head + ipaddress.ip_address("fd00::1").packed + ipaddress.ip_address("fd00::2").packed + bytes(size - 40)
+    addrs = ipaddress.ip_address("fd00::1").packed + ipaddress.ip_address("fd00::2").packed
+    return head + addrs + bytes(size - 40)
 
 
 def test_classes():
