@@ -56,8 +56,10 @@ def lab(tmp_path_factory):
 
 
 def test_emulated_rate_within_5_percent(lab):
+    # as the lab's own fidelity check measures: 3 s of UDP at 1.2 x the rate after a first second
+    # left out; random loss is applied before the bottleneck, so the link stays saturated
     for i, rate in ((0, 12.0), (1, 6.0)):
-        blast = iperf(lab.ns, link_addr(i, "gw"), 2, "up", udp_mbit=rate * 1.3, port=5230)
+        blast = iperf(lab.ns, link_addr(i, "gw"), 3, "up", udp_mbit=rate * 1.2, port=5230, omit=1.0)
         wire = blast.goodput_mbit * 1428 / 1400
         assert abs(wire / rate - 1) < 0.05, f"link {i}: {wire:.2f} Mbit/s on the wire for {rate}"
 
@@ -69,6 +71,9 @@ def test_emulated_delay_within_1ms(lab):
 
 
 def test_jitter_keeps_order_and_loss_matches(lab):
+    # idle path first: one-way 25 ms + U(0, 10 ms) each way -> mean RTT 60 ms, spread ~20 ms
+    rtts = ping_rtts(lab.ns, link_addr(1, "gw"), count=80, interval_ms=20)
+    assert abs(sum(rtts) / len(rtts) - 60.0) < 1.5 and min(rtts) >= 50 and max(rtts) > min(rtts) + 8, rtts
     server = lab.ns.popen("gw", ["iperf3", "-s", "-1", "-B", link_addr(1, "gw"), "-p", "5231"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import time
@@ -78,14 +83,11 @@ def test_jitter_keeps_order_and_loss_matches(lab):
                               "-l", "1000", "-t", "4", "-J"], timeout=60)
     server.wait(timeout=10)
     data = json.loads(out.stdout)
-    received = data["end"]["sum_received"]
+    received = data["end"].get("sum_received") or data["end"]["sum"]  # absent if the results exchange failed
     stream = data["end"]["streams"][0]["udp"]
     assert stream.get("out_of_order", 0) == 0, "the emulator reordered packets of one path"
     lost = received["lost_percent"] / 100
     assert 0.03 < lost < 0.07, f"loss {lost:.3f} for a configured 0.05"
-    # jitter of up to 10 ms one way shows in the delay spread
-    rtts = ping_rtts(lab.ns, link_addr(1, "gw"), count=40, interval_ms=20)
-    assert 50 <= min(rtts) < 52 and max(rtts) > min(rtts) + 5
 
 
 def test_short_lab_run_end_to_end(tmp_path):

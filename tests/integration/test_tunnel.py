@@ -60,17 +60,17 @@ class Tunnel:
         (workdir / "gateway.toml").write_text(f'''[gateway]
 private_key = "{gk}"
 listen = "0.0.0.0:7000"
-address = "10.77.0.1/24"
+address = ["10.77.0.1/24", "fd77::1/64"]
 control = "{workdir}/gw.sock"
 [[client]]
 name = "site"
 public_key = "{cp}"
-address = "10.77.0.2/32"
+address = ["10.77.0.2/32", "fd77::2/128"]
 ''')
         links = "".join(f'[[link]]\nname = "l{i}"\nbind = "up{i}"\n' for i in range(len(RATES)))
         (workdir / "client.toml").write_text(f'''[client]
 private_key = "{ck}"
-address = "10.77.0.2/24"
+address = ["10.77.0.2/24", "fd77::2/64"]
 control = "{workdir}/cl.sock"
 [gateway]
 public_key = "{gp}"
@@ -192,3 +192,62 @@ def test_blackholed_uplink_does_not_stop_the_transfer(tunnel):
     assert min(after) > 0.3 * RATES[1], f"the transfer stalled after the blackhole: {intervals}"
     states = {link["name"]: link["state"] for link in tunnel.status()["peers"][0]["links"]}
     assert states["l0"] in ("suspect", "down") and states["l1"] == "up"
+
+
+def test_ipv6_inside_the_tunnel(tunnel):
+    out = tunnel.ns.run("site", ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd77::1"], check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+GW6 = """[gateway]
+private_key = "{gk}"
+listen = "[::]:7000"
+address = "10.78.0.1/24"
+control = "{dir}/g.sock"
+[[client]]
+name = "v6site"
+public_key = "{cp}"
+address = "10.78.0.2/32"
+"""
+
+CL6 = """[client]
+private_key = "{ck}"
+address = "10.78.0.2/24"
+control = "{dir}/c.sock"
+[gateway]
+public_key = "{gp}"
+endpoint = "[fd00:201::2]:7000"
+[[link]]
+name = "v6"
+bind = "up0"
+"""
+
+
+def test_ipv6_outside_the_tunnel(tmp_path):
+    """A client reaching its gateway over an IPv6 uplink (MTU computed for IPv6 outer headers)."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces)")
+    with Namespaces() as ns:
+        ns.add("site")
+        ns.add("gw")
+        ns.veth("site", "up0", "gw", "up0")
+        ns.run("site", ["ip", "addr", "add", "fd00:201::1/64", "dev", "up0", "nodad"])
+        ns.run("gw", ["ip", "addr", "add", "fd00:201::2/64", "dev", "up0", "nodad"])
+        gk, gp = _key()
+        ck, cp = _key()
+        (tmp_path / "g.toml").write_text(GW6.format(gk=gk, cp=cp, dir=tmp_path))
+        (tmp_path / "c.toml").write_text(CL6.format(ck=ck, gp=gp, dir=tmp_path))
+        ns.popen("gw", [*BRAID, "gateway", "-c", str(tmp_path / "g.toml")], stderr=subprocess.DEVNULL)
+        _wait_for(lambda: (tmp_path / "g.sock").exists(), 10, "the gateway")
+        ns.popen("site", [*BRAID, "client", "-c", str(tmp_path / "c.toml")], stderr=subprocess.DEVNULL)
+
+        def pings() -> bool:
+            return ns.run("site", ["ping", "-c", "1", "-W", "1", "10.78.0.1"], check=False).returncode == 0
+
+        _wait_for(pings, 15, "a ping through a tunnel over IPv6")
+        reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
+        mtu = json.loads(reply.stdout)["mtu"]
+        assert mtu == 1500 - 40 - 8 - 40
+        # a full-size inner packet crosses with DF set: no fragmentation anywhere
+        big = ns.run("site", ["ping", "-c", "2", "-M", "do", "-s", str(mtu - 28), "10.78.0.1"], check=False)
+        assert big.returncode == 0, big.stdout

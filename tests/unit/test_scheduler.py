@@ -24,7 +24,7 @@ def test_slow_link_used_once_the_fast_queue_is_deeper_than_the_delay_gap():
         link = sched.pick([fast, slow], 1500, 1.0)
         assign(link, 1500, 1.0)
         choices.append(link.name)
-    # 20 ms of delay gap at 10 Mbit/s is ~17 packets on the fast link first
+    # 20 ms of delay gap at 10 Mbit/s is ~17 packets queued on the fast link first
     first_slow = choices.index("slow")
     assert 15 <= first_slow <= 19
     assert 0.4 < choices.count("slow") / 100 < 0.5

@@ -144,7 +144,7 @@ class Bond:
         if urgent:  # ahead of every queued bulk packet
             self.stats["urgent"] += 1
             link = pick_urgent(self.links, size, now, LINK_BACKLOG)
-            link.next_free = max(link.next_free, now) + size * 8 / link.pace_rate
+            link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
             self._send_data(link, flow, fseq, seq, packet, True, now)
             return
         link = self.scheduler.pick(self.links, size, now)
@@ -154,7 +154,7 @@ class Bond:
                  now: float, admitted: bool = False) -> None:
         """Queue a packet on a link. `admitted`: already accepted once (moved off a failed
         link): delivered late rather than dropped."""
-        start = link.next_free if link.next_free > now else now
+        start = link.backlog_end(now)
         if not admitted and start - now > self.queue_limit and not (
                 link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS):
             # the tunnel is full: the inner flow must slow down. While a link's estimate is
@@ -164,17 +164,18 @@ class Bond:
         assign(link, size, now)
         if start > now + LINK_BACKLOG:
             link.on_backlogged(now)
-        queue = self._queues[link.id]
-        queue.append((start, *item))
-        if len(queue) == 1 and start - LINK_BACKLOG <= now:
-            self._pump(link, now)
+        self._queues[link.id].append((size, *item))
+        self._pump(link, now)
 
     def _pump(self, link: Link, now: float) -> None:
+        """Hand packets to the link at its pacing rate (up to LINK_BACKLOG ahead)."""
         queue = self._queues[link.id]
         limit = now + LINK_BACKLOG
-        while queue and queue[0][0] <= limit:
-            _, flow, fseq, seq, packet, resend = queue.popleft()
-            self._send_data(link, flow, fseq, seq, packet, resend, now)
+        while queue and link.tx_clock <= limit:
+            size, flow, fseq, seq, packet, unordered = queue.popleft()
+            link.queued_bytes -= size
+            link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+            self._send_data(link, flow, fseq, seq, packet, unordered, now)
 
     def _send_data(self, link: Link, flow: int, fseq: int, seq: int, packet: bytes,
                    unordered: bool, now: float) -> None:
@@ -197,8 +198,8 @@ class Bond:
         for item in items:
             size = self.wire_size(len(item[3]) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
             link = self.scheduler.pick(self.links, size, now)
-            link.next_free = max(link.next_free, now) + size * 8 / link.pace_rate
-            self._queues[link.id].appendleft((now, *item))
+            link.queued_bytes += size
+            self._queues[link.id].appendleft((size, *item))
             self._pump(link, now)
         self.stats["resent"] += len(items)
 
@@ -207,7 +208,8 @@ class Bond:
         that the peer has not acknowledged."""
         queued = [(f, fs, s, p, r) for _, f, fs, s, p, r in self._queues[link.id]]
         self._queues[link.id].clear()
-        link.next_free = now
+        link.queued_bytes = 0
+        link.tx_clock = now
         for other in self.links:  # they must carry more now: find their capacity quickly
             if other is not link and other.usable:
                 other.restart_startup()
@@ -385,9 +387,8 @@ class Bond:
     def next_deadline(self) -> float:
         deadline = float("inf")
         for link in self.links:
-            queue = self._queues[link.id]
-            if queue:
-                deadline = min(deadline, queue[0][0] - LINK_BACKLOG)
+            if self._queues[link.id]:
+                deadline = min(deadline, link.tx_clock - LINK_BACKLOG)
             interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
             deadline = min(deadline, link.last_tx + interval)
             if link.rx_pending_feedback:

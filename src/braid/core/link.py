@@ -103,7 +103,8 @@ class Link:
         self.tx_bytes = 0
         self.last_tx = -1.0
         self.last_data_tx = -1.0
-        self.next_free = now  # pacing virtual clock
+        self.tx_clock = now  # pacing: when the link is free to take its next packet
+        self.queued_bytes = 0  # bytes waiting in the tunnel for this link
         # receiving side (what we report in feedback)
         self.rx_packets = 0
         self.rx_bytes = 0
@@ -155,7 +156,9 @@ class Link:
         """How long an answer to data or a probe sent on this link may take."""
         if self.srtt is None:
             return 0.3
-        return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL)
+        # answers travel behind whatever queue the path holds: allow for the one measured
+        queue = self.queue_delay() or 0.0
+        return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
 
     def on_sent_expecting_answer(self, now: float) -> None:
         if self.awaiting_since is None:
@@ -168,7 +171,7 @@ class Link:
         self.heard_in_row += 1
         if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
             self._fire(HealthEvent.HEARD_ENOUGH)
-            self.next_free = now
+            self.tx_clock = now
             return self.health
         return None
 
@@ -219,15 +222,23 @@ class Link:
             self.startup = False
             if self.congested_since is None:
                 self.congested_since = now
-            elif now - self.congested_since > CONGESTION_CONFIRM and self.recent_rate < self.btl:
-                # a standing queue for longer than a rate sample spans: what gets through is
-                # the capacity; converge on it
-                self.btl = max(MIN_RATE, self.recent_rate, 0.9 * self.btl)
+            elif now - self.congested_since > CONGESTION_CONFIRM:
+                # a standing queue for longer than a rate sample spans while the link is driven:
+                # what gets through is its capacity. Cut once, then confirm afresh (draining
+                # lowers the delivery rate too, and must not be read as a smaller link).
+                if self.recent_rate < 0.95 * self.btl:
+                    self.btl = max(MIN_RATE, self.recent_rate)
+                self.congested_since = now
         else:
             self.congested_since = None
             if q is not None and q > target and loaded:
                 self.startup = False
         self.refresh()
+
+    def backlog_end(self, now: float) -> float:
+        """When everything already queued for this link will have left, at its pacing rate."""
+        start = self.tx_clock if self.tx_clock > now else now
+        return start + self.queued_bytes * 8 / self.pace_rate
 
     def on_backlogged(self, now: float) -> None:
         """The tunnel had to queue a packet for this link: it is pacing-limited, so what gets

@@ -1,9 +1,8 @@
 """Schedulers: which link carries the next packet.
 
-A scheduler sees the links with their cached pacing rate, path delay and paced clock
-(`next_free`: when everything already assigned to the link will have left) and picks
-one, advancing that clock. It owns no I/O. Chosen by name from `SCHEDULERS`
-(config key `scheduler`).
+A scheduler sees the links with their cached pacing rate, path delay and backlog
+(`backlog_end`: when everything already queued for the link will have left) and picks
+one. It owns no I/O. Chosen by name from `SCHEDULERS` (config key `scheduler`).
 """
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ def candidates(links: list[Link]) -> list[Link]:
 
 
 def assign(link: Link, size: int, now: float) -> float:
-    """Advance the link's paced clock by one packet; return the packet's planned start."""
-    start = link.next_free if link.next_free > now else now
-    link.next_free = start + size * 8 / link.pace_rate
+    """Count one more packet queued for the link; return when it is predicted to start."""
+    start = link.backlog_end(now)
+    link.queued_bytes += size
     return start
 
 
@@ -51,8 +50,7 @@ class EarliestArrival:
         best_arrival = float("inf")
         bits = size * 8
         for link in candidates(links):
-            start = link.next_free if link.next_free > now else now
-            arrival = start + bits / link.pace_rate + link.path_delay
+            arrival = link.backlog_end(now) + bits / link.pace_rate + link.path_delay
             if arrival < best_arrival:
                 best, best_arrival = link, arrival
         return best
@@ -66,7 +64,7 @@ def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float) -
     best_arrival = float("inf")
     bits = size * 8
     for link in candidates(links):
-        backlog = link.next_free - now
+        backlog = link.tx_clock - now
         held = handed_ahead + 12_000 / link.pace_rate
         backlog = 0.0 if backlog < 0 else min(backlog, held)
         arrival = backlog + bits / link.pace_rate + link.path_delay

@@ -18,11 +18,14 @@ import os
 import random
 import select
 import socket
+import struct
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("qq")
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 ETH_HEADER = 14
@@ -165,12 +168,16 @@ class Emulator:
         os.set_blocking(sys.stdin.fileno(), False)
         self.epoll.register(sys.stdin.fileno(), select.EPOLLIN)
         self.stdin_buf = b""
+        self.wall_offset = time.time() - time.monotonic()  # kernel stamps are wall clock
 
     def _open(self, ifname: str) -> socket.socket:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind((ifname, 0))
+        # time each frame by when the kernel got it, so a late read (the emulator was not
+        # scheduled) does not cost the emulated link any capacity
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
         self.epoll.register(sock.fileno(), select.EPOLLIN)
         return sock
@@ -272,12 +279,16 @@ class Emulator:
                 t0 = self.t0 or 0.0
                 for _ in range(64):
                     try:
-                        frame, addr = sock.recvfrom(65535)
+                        frame, anc, _, addr = sock.recvmsg(65535, 64)
                     except BlockingIOError:
                         break
                     if addr[2] == PACKET_OUTGOING:
                         continue
-                    pipe.offer(frame, now, self.rng, t0)
+                    arrived = now
+                    if anc:
+                        sec, nsec = TIMESPEC.unpack_from(anc[0][2])
+                        arrived = min(now, sec + nsec * 1e-9 - self.wall_offset)
+                    pipe.offer(frame, arrived, self.rng, t0)
             now = monotonic()
             self._timeline(now)
             for (name, direction), out in self.out.items():

@@ -64,7 +64,9 @@ def _fidelity(lab: Lab, direction: str, progress: Progress) -> dict[str, dict[st
     for i, link in enumerate(lab.scenario.links):
         progress(f"emulator fidelity: {link.name} {direction}")
         rate = link.rate(direction)
-        blast = iperf(lab.ns, link_addr(i, "gw"), FIDELITY_S, direction, udp_mbit=rate * 1.2, port=5210)
+        # steady state: the first second (sender start-up, queue filling) is not counted
+        blast = iperf(lab.ns, link_addr(i, "gw"), FIDELITY_S, direction, udp_mbit=rate * 1.2, port=5210,
+                      omit=1.0)
         wire_rate = blast.goodput_mbit * UDP_IP / UDP_PAYLOAD
         time.sleep(0.3)  # let the blast's queue drain before timing the idle path
         rtts = ping_rtts(lab.ns, link_addr(i, "gw"), count=30, interval_ms=20)

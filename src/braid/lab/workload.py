@@ -38,7 +38,7 @@ def _samples(intervals: list[dict]) -> list[tuple[float, float]]:
 
 def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, *, cc: str = "cubic",
           flows: int = 1, udp_mbit: float | None = None, port: int = 5201,
-          interval: float = 0.1) -> TransferResult:
+          interval: float = 0.1, omit: float = 0.0) -> TransferResult:
     """One iperf3 run from the site (client) to a server in the gateway namespace.
     `direction` up: site sends; down: gateway sends (-R). Samples are receiver side."""
     server = ns.popen("gw", ["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
@@ -47,6 +47,8 @@ def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, *, cc:
         time.sleep(0.3)
         args = ["iperf3", "-c", server_ip, "-p", str(port), "-t", f"{seconds:g}", "-J",
                 "-i", f"{interval:g}", "-P", str(flows)]
+        if omit:
+            args += ["-O", f"{omit:g}"]
         if udp_mbit is not None:
             args += ["-u", "-b", f"{udp_mbit}M", "-l", "1400"]
         else:
