@@ -46,30 +46,49 @@ def test_suspect_goes_down_after_long_silence_and_returns_after_good_probes():
     assert link.on_heard(5.06) is Health.UP
 
 
-def test_delivery_rate_estimate_rises_with_samples_and_falls_only_on_congestion():
+def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):
+    state = state if state is not None else {"t": 0, "rx": 0}
+    for k in range(k0, k1):
+        state["t"] += 20_000
+        state["rx"] += bytes_per_20ms
+        link.on_backlog(k * 0.02, driven)
+        link.on_feedback(k * 0.02, 0, 0, 0, state["t"], state["rx"], k * 20, owd_us, k * 20)
+    return state
+
+
+def test_capacity_rises_with_samples_and_idle_links_keep_it():
     link = _up_link()
-    # 10 Mbit/s delivered: 1250 bytes per ms of receiver time, reports every 20 ms
-    t_us, rx = 0, 0
-    for k in range(20):
-        t_us += 20_000
-        rx += 25_000
-        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000, k * 20)
+    st = _feed(link, 0, 20, 25_000)  # 10 Mbit/s delivered
     assert 9.5e6 < link.capacity() < 10.5e6
-    # half the rate but no queue: an app-limited sender, estimate kept
-    for k in range(20, 40):
-        t_us += 20_000
-        rx += 12_500
-        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000, k * 20)
+    _feed(link, 20, 300, 12_500, state=st)  # 5 Mbit/s for 5.6 s, but not driven: app-limited
     assert link.capacity() > 9.5e6
-    # half the rate with a standing queue of 50 ms while the tunnel has packets waiting for
-    # the link: its capacity dropped, converge down
-    for k in range(40, 80):
-        t_us += 20_000
-        rx += 12_500
-        link.on_backlogged(k * 0.02)
-        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 51_000, k * 20)
+
+
+def test_capacity_follows_a_smaller_link_once_driven():
+    link = _up_link()
+    st = _feed(link, 0, 20, 25_000, driven=True)
+    _feed(link, 20, 200, 12_500, driven=True, state=st)  # the link now carries 5 Mbit/s
     assert 4.5e6 < link.capacity() < 5.5e6
-    assert link.pacing_rate() < link.capacity()
+
+
+def test_startup_then_gain_cycle_probes_and_drains():
+    link = _up_link()
+    assert link.pacing_rate() == 2 * link.capacity()
+    st = _feed(link, 0, 20, 25_000, driven=True)
+    _feed(link, 20, 25, 25_000, owd_us=20_000, driven=True, state=st)  # a queue shows: the pipe is full
+    assert not link.startup
+    gains = set()
+    for k in range(40, 120):
+        _feed(link, k, k + 1, 25_000, driven=True, state=st)
+        gains.add(round(link.pace_rate / link.capacity(), 2))
+    assert {1.25, 0.75, 1.0} <= gains
+
+
+def test_a_large_standing_queue_brakes():
+    link = _up_link()
+    st = _feed(link, 0, 40, 25_000, owd_us=1000, driven=True)
+    _feed(link, 40, 45, 25_000, owd_us=100_000, driven=True, state=st)
+    assert link.pace_rate == 0.75 * link.capacity()
 
 
 def test_jitter_on_an_idle_link_is_not_read_as_congestion():

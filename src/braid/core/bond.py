@@ -162,8 +162,6 @@ class Bond:
             self.stats["queue_drops"] += 1
             return
         assign(link, size, now)
-        if start > now + LINK_BACKLOG:
-            link.on_backlogged(now)
         self._queues[link.id].append((size, *item))
         self._pump(link, now)
 
@@ -176,6 +174,7 @@ class Bond:
             link.queued_bytes -= size
             link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
             self._send_data(link, flow, fseq, seq, packet, unordered, now)
+        link.on_backlog(now, bool(queue))
 
     def _send_data(self, link: Link, flow: int, fseq: int, seq: int, packet: bytes,
                    unordered: bool, now: float) -> None:

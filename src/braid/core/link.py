@@ -7,27 +7,20 @@ Configured state (what the operator set) is `LinkConfig`; everything measured li
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
+from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
 from .replay import SEQ_MOD, seq_diff
+from .windowed import WindowedMin
 
 FEEDBACK_INTERVAL = 0.020  # receiver reports per link at most this often while data flows
 PROBE_INTERVAL = 0.100  # keepalive probe on a link idle this long
 SUSPECT_PROBE_INTERVAL = 0.030  # probes on a suspect link, to see it come back quickly
-SILENCE_FLOOR = 0.100  # below this, a busy host's scheduling hiccups look like outages
+SILENCE_FLOOR = 0.150  # below this, a busy host's scheduling hiccups look like outages
 IDLE_SILENCE = 3 * PROBE_INTERVAL + 0.050  # nothing owed, yet not even the peer's probes
 READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
 DOWN_AFTER = 2.0  # suspect this long: down
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
-MIN_RATE = 64_000.0  # bit/s: floor of every estimate, so a link can always be probed
-INITIAL_RATE = 4_000_000.0
-STARTUP_GAIN = 2.0
-PROBE_GAIN = 1.25
-DRAIN_GAIN = 0.85
-RESERVED_GAIN = 0.9
-DRIVEN_WINDOW = 0.2  # the tunnel queued packets for this link this recently: it is being driven
-CONGESTION_CONFIRM = 0.080  # seconds of standing queue before the estimate is lowered
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,35 +48,6 @@ HEALTH_TRANSITIONS: dict[tuple[Health, HealthEvent], Health] = {
     (Health.SUSPECT, HealthEvent.HEARD_ENOUGH): Health.UP,
     (Health.DOWN, HealthEvent.HEARD_ENOUGH): Health.UP,
 }
-
-
-class WindowedMax:
-    """Max of (time, value) samples over a sliding window (monotonic deque)."""
-
-    __slots__ = ("_q", "window")
-
-    def __init__(self, window: float) -> None:
-        self.window = window
-        self._q: deque[tuple[float, float]] = deque()
-
-    def update(self, now: float, value: float) -> None:
-        q = self._q
-        while q and q[-1][1] <= value:
-            q.pop()
-        q.append((now, value))
-        while q[0][0] < now - self.window:
-            q.popleft()
-
-    def get(self, default: float) -> float:
-        return self._q[0][1] if self._q else default
-
-
-class WindowedMin(WindowedMax):
-    def update(self, now: float, value: float) -> None:
-        super().update(now, -value)
-
-    def get(self, default: float) -> float:
-        return -self._q[0][1] if self._q else default
 
 
 class Link:
@@ -120,16 +84,9 @@ class Link:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.min_rtt = WindowedMin(OWD_BASE_WINDOW)
-        self.btl = INITIAL_RATE  # bottleneck rate estimate, bit/s
-        self.recent_rate = 0.0
-        self._fb_hist: deque[tuple[int, int]] = deque(maxlen=8)  # (rx_time_us, rx_bytes)
+        self.est = RateEstimator(now)
         self.owd_base = WindowedMin(OWD_BASE_WINDOW)
         self.owd_recent: int | None = None
-        self.startup = True
-        self.congested_since: float | None = None
-        self.delay_noise = 0.0  # seconds of one-way delay variation seen while lightly loaded
-        self.last_backlogged = -1.0  # last time packets had to wait in the tunnel for this link
-        self.reserved = False  # kept nearly empty for interactive traffic
         self.loss = 0.0
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
         self.feedback_count = 0
@@ -208,31 +165,14 @@ class Link:
         rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
         if 0 < rtt_us < 10_000_000:
             self._on_rtt(now, rtt_us / 1e6)
-        self._on_delivery(now, rx_time_us, rx_bytes)
+        self.est.on_delivery(now, rx_time_us, rx_bytes)
         self.owd_recent = owd_min_us
         self.owd_base.update(now, owd_min_us)
+        queue = self.queue_delay()
+        if queue is not None:
+            self.est.on_queue(now, queue)
         self._on_loss(rx_packets, highest_counter)
-        q = self.queue_delay()
-        loaded = now - self.last_backlogged < DRIVEN_WINDOW
-        if q is not None and not loaded:
-            # what a lightly used link shows above its minimum delay is its jitter, not a queue
-            self.delay_noise += (q - self.delay_noise) / 16
-        target = self.queue_target()
-        if q is not None and q > 2 * target and loaded:
-            self.startup = False
-            if self.congested_since is None:
-                self.congested_since = now
-            elif now - self.congested_since > CONGESTION_CONFIRM:
-                # a standing queue for longer than a rate sample spans while the link is driven:
-                # what gets through is its capacity. Cut once, then confirm afresh (draining
-                # lowers the delivery rate too, and must not be read as a smaller link).
-                if self.recent_rate < 0.95 * self.btl:
-                    self.btl = max(MIN_RATE, self.recent_rate)
-                self.congested_since = now
-        else:
-            self.congested_since = None
-            if q is not None and q > target and loaded:
-                self.startup = False
+        self.est.on_phase_clock(now, self.srtt)
         self.refresh()
 
     def backlog_end(self, now: float) -> float:
@@ -240,18 +180,50 @@ class Link:
         start = self.tx_clock if self.tx_clock > now else now
         return start + self.queued_bytes * 8 / self.pace_rate
 
-    def on_backlogged(self, now: float) -> None:
-        """The tunnel had to queue a packet for this link: it is pacing-limited, so what gets
-        through measures the link, not the traffic offered to it."""
-        self.last_backlogged = now
+    def on_backlog(self, now: float, backlogged: bool) -> None:
+        """The tunnel's queue for this link became non-empty (True) or empty (False)."""
+        if not backlogged:
+            self.est.backlogged_since = None
+        elif self.est.backlogged_since is None:
+            self.est.backlogged_since = now
 
     def restart_startup(self) -> None:
-        self.startup = True
+        self.est.restart_startup()
+        self.refresh()
+
+    def set_reserved(self, reserved: bool) -> None:
+        self.est.reserved = reserved
         self.refresh()
 
     def refresh(self) -> None:
-        self.pace_rate = self.pacing_rate()
+        self.pace_rate = self.est.pacing_rate()
         self.path_delay = self.one_way_delay() + (self.queue_delay() or 0.0)
+
+    # estimator figures, for the scheduler and for status
+    @property
+    def startup(self) -> bool:
+        return self.est.startup
+
+    @property
+    def reserved(self) -> bool:
+        return self.est.reserved
+
+    @property
+    def recent_rate(self) -> float:
+        return self.est.recent_rate
+
+    @property
+    def delay_noise(self) -> float:
+        return self.est.delay_noise
+
+    def capacity(self) -> float:
+        return self.est.capacity()
+
+    def queue_target(self) -> float:
+        return self.est.queue_target()
+
+    def pacing_rate(self) -> float:
+        return self.est.pacing_rate()
 
     def _on_rtt(self, now: float, rtt: float) -> None:
         if self.srtt is None:
@@ -260,24 +232,6 @@ class Link:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.min_rtt.update(now, rtt)
-
-    def _on_delivery(self, now: float, rx_time_us: int, rx_bytes: int) -> None:
-        """Delivery rate over the last >= 40 ms of receiver time. The estimate rises to any
-        higher sample at once; it only falls when the path shows a standing queue (see
-        on_feedback): an idle or lightly used link keeps what it proved it can carry."""
-        hist = self._fb_hist
-        hist.append((rx_time_us, rx_bytes))
-        for t0, b0 in hist:
-            span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
-            if span < 0.040:
-                break
-            if span > 1.0:
-                continue
-            rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
-            self.recent_rate = rate
-            if rate > self.btl:
-                self.btl = rate
-            break
 
     def _on_loss(self, rx_packets: int, highest: int) -> None:
         base = self._loss_base
@@ -290,40 +244,11 @@ class Link:
         weight = min(1.0, sent / 200)
         self.loss += (sample - self.loss) * weight
 
-    def capacity(self) -> float:
-        """Estimated bottleneck rate in bit/s."""
-        return max(MIN_RATE, self.btl)
-
     def queue_delay(self) -> float | None:
         """Standing queue on the path (recent min one-way delay above its 10 s minimum)."""
         if self.owd_recent is None:
             return None
         return max(0, self.owd_recent - self.owd_base.get(self.owd_recent)) / 1e6
-
-    def queue_target(self) -> float:
-        """Standing queue tolerated before the pacing stops probing upward: a few ms, two
-        packets on a slow link, and above the delay noise a jittery link shows anyway."""
-        packet_time = 1500 * 8 / self.capacity()
-        return max(0.004, 2 * packet_time, 2 * self.delay_noise)
-
-    def set_reserved(self, reserved: bool) -> None:
-        self.reserved = reserved
-        self.refresh()
-
-    def pacing_rate(self) -> float:
-        """Probe above the estimate while the queue is short, hold at it while the queue is
-        between one and two targets (or high but the link is not being driven), drain below
-        it while a confirmed standing queue lasts. A reserved link (interactive traffic
-        flowing) stays just under its estimate, so its queue stays near empty."""
-        btl = self.capacity()
-        q = self.queue_delay()
-        if self.reserved:
-            return btl * RESERVED_GAIN
-        if q is None or q < self.queue_target():
-            return btl * (STARTUP_GAIN if self.startup else PROBE_GAIN)
-        if self.congested_since is None:
-            return btl
-        return max(MIN_RATE, btl * DRAIN_GAIN)
 
     def one_way_delay(self) -> float:
         """Relative one-way delay used to compare links (unknown clock offset cancels out)."""

@@ -15,14 +15,16 @@ from braid.core.wire import tun_mtu
 from braid.io.netlink import interface_mtu
 from braid.io.udp import link_socket, resolve
 
-from .common import StatusBook, bring_up_tun
-from .loop import EventLoop
+from .common import DaemonBase, bring_up_tun
 
 log = logging.getLogger("braid.client")
 
 
-class ClientDaemon:
+class ClientDaemon(DaemonBase):
+    role = "client"
+
     def __init__(self, cfg: ClientConfig) -> None:
+        super().__init__()
         self.cfg = cfg
         family, self.remote = resolve(*cfg.endpoint)
         outer_v6 = family == 10
@@ -35,25 +37,23 @@ class ClientDaemon:
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
                               cfg.scheduler, cfg.queue_ms / 1000, outer_v6)
         self.core = ClientCore(params, now, random=os.urandom, wall_offset=time.time() - now)
-        self.loop = EventLoop()
         self.sockets: dict[int, list] = {}
         self._rr: dict[int, int] = {}
-        self.book = StatusBook()
-        self.send_errors = 0
-        self.tun_write_errors = 0
-        self._opened: list = []
         try:
             for i, spec in enumerate(cfg.links):
                 socks = []
                 for _ in range(spec.sockets):
                     sock = link_socket(spec.bind, family, self.remote)
-                    self._opened.append(sock)
+                    self.opened(sock.close)
                     socks.append(sock)
                     self.loop.add(sock.fileno(), self._reader(sock, i))
                 self.sockets[i] = socks
-            self.tun, self.netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
+            self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
+            self.opened(self.tun.close)
+            self.opened(netsetup.teardown)
             self.loop.add(self.tun.fd, self._on_tun)
             self.control = ControlServer(cfg.control, self._on_control)
+            self.opened(self.control.close)
             self.loop.add(self.control.fileno(), lambda now: self.control.serve_one())
         except Exception:
             self.close()
@@ -90,29 +90,15 @@ class ClientDaemon:
                 except OSError:
                     self.send_errors += 1
             out.clear()
-        delivered = self.core.delivered
-        if delivered:
-            for packet in delivered:
-                if not self.tun.write(packet):
-                    self.tun_write_errors += 1
-            delivered.clear()
-        for event in self.core.peer.bond.events:
-            log.info("link %s is %s", event.link, event.health.value)
-        self.core.peer.bond.events.clear()
-        for event in self.core.events:
-            log.info("%s", event)
-        self.core.events.clear()
+        self.write_delivered(self.tun, self.core.delivered)
+        self.log_events([self.core.peer], self.core.events, name_peers=False)
         self.book.maybe_sample(now, [self.core.peer])
 
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") != "status":
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}"}
-        counters = dict(self.core.counters, send_errors=self.send_errors,
-                        tun_write_errors=self.tun_write_errors)
-        return {"ok": True, "role": "client", "tun": self.tun.name, "mtu": self.mtu,
-                "handshake": self.core.state.value,
-                "uptime_s": round(time.monotonic() - self.book.started, 1),
-                "counters": counters, "peers": self.book.peers([self.core.peer])}
+        return self.status_reply(self.tun, self.mtu, self.core.counters, [self.core.peer],
+                                 handshake=self.core.state.value)
 
     def run(self) -> None:
         log.info("client up: tun %s mtu %d, %d link(s) to %s", self.tun.name, self.mtu,
@@ -121,14 +107,3 @@ class ClientDaemon:
         self.core.on_timer(time.monotonic())
         self.loop.run(self.core.next_deadline, self.core.on_timer, self._flush)
         log.info("client stopping")
-
-    def close(self) -> None:
-        if hasattr(self, "control"):
-            self.control.close()
-        if hasattr(self, "netsetup"):
-            self.netsetup.teardown()
-        if hasattr(self, "tun"):
-            self.tun.close()
-        for sock in self._opened:
-            sock.close()
-        self.loop.close()

@@ -5,12 +5,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from braid.control.metrics import SLICE, Throughput
 from braid.control.status import link_counters, peer_status
 from braid.core.session import Peer
 from braid.io.netlink import InterfaceSetup
 from braid.io.tun import Tun
+
+from .loop import EventLoop
+
+log = logging.getLogger("braid.daemon")
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -53,3 +59,49 @@ class StatusBook:
 
     def peers(self, peers: list[Peer]) -> list[dict]:
         return [peer_status(p, self.tput) for p in peers]
+
+
+class DaemonBase:
+    """What both daemons share: the loop, status book, delivery to the TUN, event logging,
+    the status reply, and teardown of everything opened (in reverse order)."""
+
+    role = "daemon"
+
+    def __init__(self) -> None:
+        self.loop = EventLoop()
+        self.book = StatusBook()
+        self.send_errors = 0
+        self.tun_write_errors = 0
+        self._closers: list[Callable[[], None]] = []
+
+    def opened(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def write_delivered(self, tun: Tun, delivered: list[bytes]) -> None:
+        if delivered:
+            for packet in delivered:
+                if not tun.write(packet):
+                    self.tun_write_errors += 1
+            delivered.clear()
+
+    def log_events(self, peers: list[Peer], events: list[str], name_peers: bool) -> None:
+        for peer in peers:
+            for event in peer.bond.events:
+                prefix = f"{peer.name}: " if name_peers else ""
+                log.info("%slink %s is %s", prefix, event.link, event.health.value)
+            peer.bond.events.clear()
+        for event in events:
+            log.info("%s", event)
+        events.clear()
+
+    def status_reply(self, tun: Tun, mtu: int, counters: dict[str, int], peers: list[Peer],
+                     **extra: Any) -> dict[str, Any]:
+        counters = dict(counters, send_errors=self.send_errors, tun_write_errors=self.tun_write_errors)
+        return {"ok": True, "role": self.role, "tun": tun.name, "mtu": mtu, **extra,
+                "uptime_s": round(time.monotonic() - self.book.started, 1),
+                "counters": counters, "peers": self.book.peers(peers)}
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+        self.loop.close()

@@ -1,0 +1,128 @@
+"""Per-link capacity estimation and pacing, from the receiver's feedback (BBR-like).
+
+- Capacity: windowed max of the delivery rate the receiver reports. Samples count while
+  the link is driven (the tunnel has kept packets waiting for it for longer than a sample
+  lags, so what gets through measures the link); a higher sample always counts. So an
+  idle or lightly used link keeps what it once proved, and a link whose capacity fell
+  forgets the old figure within the window once it is driven again.
+- Startup: pace at twice the estimate until a standing queue shows (the pipe is full).
+  A driven link that shows no queue through a whole probe cycle has headroom: startup again.
+- Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
+  the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
+  queue). A link reserved for interactive traffic cycles below 1.
+- One-way delay is an emergency brake only (a standing queue far above the link's own
+  delay noise): delay jitter, e.g. on 4G or LEO satellite, must not be read as congestion.
+Times are monotonic seconds passed in; no clock or randomness of its own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .replay import SEQ_MOD
+from .windowed import WindowedMax
+
+MIN_RATE = 64_000.0  # bit/s: the floor of every estimate, so a link can always be probed
+INITIAL_RATE = 4_000_000.0
+BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
+SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
+STARTUP_GAIN = 2.0
+LIGHT_LOAD = 0.3  # delivering below this share of capacity, a link's delay shows only noise
+CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+RESERVED_CYCLE = (1.15, 0.75, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9)
+MIN_PHASE = 0.080
+BRAKE_GAIN = 0.75
+BRAKE_FLOOR = 0.050  # seconds of standing queue that always warrants the brake
+CRUISE_DRAIN = 0.9
+NOISE_WEIGHT = 1 / 16
+
+
+class RateEstimator:
+    def __init__(self, now: float) -> None:
+        self._bw = WindowedMax(BW_WINDOW)
+        self._hist: deque[tuple[int, int]] = deque(maxlen=8)  # (rx_time_us, rx_bytes)
+        self.recent_rate = 0.0
+        self.startup = True
+        self._cycle_max_queue = 0.0
+        self._phase = 0
+        self._phase_start = now
+        self.reserved = False
+        self.backlogged_since: float | None = None  # the tunnel's queue for the link is non-empty
+        self.srtt = MIN_PHASE
+        self.queue: float | None = None  # seconds of standing queue, from one-way delays
+        self.delay_noise = 0.0  # seconds of one-way delay variation while not driven
+
+    # ---------------------------------------------------------------- inputs
+
+    def driven(self, now: float) -> bool:
+        since = self.backlogged_since
+        return since is not None and now - since > self.srtt + SAMPLE_SPAN
+
+    def on_delivery(self, now: float, rx_time_us: int, rx_bytes: int) -> None:
+        """Cumulative bytes the receiver got by its time rx_time_us."""
+        hist = self._hist
+        hist.append((rx_time_us, rx_bytes))
+        for t0, b0 in hist:
+            span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
+            if span < SAMPLE_SPAN:
+                return
+            if span <= 1.0:
+                self.recent_rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
+                break
+        else:
+            return
+        if self.driven(now) or self.recent_rate > self.capacity():
+            self._bw.update(now, self.recent_rate)
+
+    def on_queue(self, now: float, queue: float) -> None:
+        self.queue = queue
+        self._cycle_max_queue = max(self._cycle_max_queue, queue)
+        if self.recent_rate < LIGHT_LOAD * self.capacity():
+            # too little of our own traffic to queue anything: what shows is the path's noise
+            self.delay_noise += (queue - self.delay_noise) * NOISE_WEIGHT
+        if self.startup and queue > 2 * self.queue_target():
+            self.startup = False  # the pipe is full
+            self._phase = 1  # drain what startup queued
+            self._phase_start = now
+
+    def on_phase_clock(self, now: float, srtt: float | None) -> None:
+        """Advance the gain cycle (and judge startup) once per round trip."""
+        self.srtt = srtt or MIN_PHASE
+        length = max(MIN_PHASE, self.srtt)
+        if now < self._phase_start + length:
+            return
+        self._phase_start = now
+        self._phase = (self._phase + 1) % len(CYCLE)
+        if self._phase == 0:
+            if (not self.startup and self.driven(now)
+                    and self._cycle_max_queue < self.queue_target()):
+                self.startup = True  # driven, probed, and still no queue: there is headroom
+            self._cycle_max_queue = 0.0
+
+    def restart_startup(self) -> None:
+        self.startup = True
+
+    # ---------------------------------------------------------------- outputs
+
+    def capacity(self) -> float:
+        return max(MIN_RATE, self._bw.get(INITIAL_RATE))
+
+    def queue_target(self) -> float:
+        """A standing queue this large is normal for the link (a few ms, two packets on a slow
+        link, its delay noise); the brake acts far above it."""
+        return max(0.004, 2 * 12_000 / self.capacity(), 2 * self.delay_noise)
+
+    def braking(self) -> bool:
+        return self.queue is not None and self.queue > max(BRAKE_FLOOR, 4 * self.queue_target())
+
+    def pacing_rate(self) -> float:
+        cap = self.capacity()
+        if self.braking():
+            self.startup = False
+            return max(MIN_RATE, cap * BRAKE_GAIN)
+        if self.startup and not self.reserved:  # a reserved link never floods its queue
+            return cap * STARTUP_GAIN
+        gain = (RESERVED_CYCLE if self.reserved else CYCLE)[self._phase]
+        if gain == 1.0 and self.queue is not None and self.queue > self.queue_target():
+            gain = CRUISE_DRAIN
+        return cap * gain
