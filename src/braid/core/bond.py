@@ -25,12 +25,11 @@ from .link import (
     Link,
     LinkConfig,
 )
+from .recovery import Item, SendHistory
 from .reorder import ReorderBuffer
 from .replay import SEQ_MOD, SeqFilter, seq_diff
 from .scheduler import assign, make_scheduler, pick_urgent
 
-RING_SIZE = 4096  # recently sent data per link, kept for NACK and failover resends
-RESEND_AGE = 1.0  # seconds: older packets are not worth resending
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
 STARTUP_QUEUE_PACKETS = 64
 INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
@@ -43,16 +42,6 @@ Transmit = Callable[[int, bytes], int]
 class LinkEvent:
     link: str
     health: Health
-
-
-class _Sent:
-    """A data packet sent on a link, kept for NACK and failover resends."""
-
-    __slots__ = ("flow", "fseq", "packet", "resent", "seq", "t")
-
-    def __init__(self, t: float, flow: int, fseq: int, seq: int, packet: bytes) -> None:
-        self.t, self.flow, self.fseq, self.seq, self.packet = t, flow, fseq, seq, packet
-        self.resent = False
 
 
 class Bond:
@@ -70,11 +59,10 @@ class Bond:
         self.events: list[LinkEvent] = []
         self.next_seq = 0
         self._flow_seq = [0] * 256
-        self._queues: dict[int, deque[tuple[float, int, int, int, bytes, bool]]] = {
+        # per link: (wire size, flow, flow_seq, seq, packet, unordered), in send order
+        self._queues: dict[int, deque[tuple[int, int, int, int, bytes, bool]]] = {
             link.id: deque() for link in self.links}
-        self._sent: dict[int, dict[int, _Sent]] = {link.id: {} for link in self.links}
-        self._sent_order: dict[int, deque[int]] = {link.id: deque() for link in self.links}
-        self._acked: dict[int, int] = {link.id: -1 for link in self.links}
+        self._history = SendHistory([link.id for link in self.links])
         self._nack_hold_until = 0.0
         self._interactive_until = -1.0
         self._reserved: Link | None = None
@@ -92,6 +80,10 @@ class Bond:
 
     def wire_size(self, plain_len: int) -> int:
         return plain_len + self._sealing + self._ip_overhead
+
+    def _data_size(self, packet: bytes) -> int:
+        """Bytes on the wire of a datagram carrying this packet alone."""
+        return self.wire_size(len(packet) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
 
     def _max_plain(self, link: Link) -> int:
         return link.config.mtu - self._ip_overhead - self._sealing
@@ -140,7 +132,7 @@ class Bond:
         self._flow_seq[flow] = (fseq + 1) & 0xFFFF
         seq = self.next_seq
         self.next_seq = (seq + 1) & (SEQ_MOD - 1)
-        size = self.wire_size(len(packet) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+        size = self._data_size(packet)
         if urgent:  # ahead of every queued bulk packet
             self.stats["urgent"] += 1
             link = pick_urgent(self.links, size, now, LINK_BACKLOG)
@@ -150,8 +142,7 @@ class Bond:
         link = self.scheduler.pick(self.links, size, now)
         self._enqueue(link, size, (flow, fseq, seq, packet, False), now)
 
-    def _enqueue(self, link: Link, size: int, item: tuple[int, int, int, bytes, bool],
-                 now: float, admitted: bool = False) -> None:
+    def _enqueue(self, link: Link, size: int, item: Item, now: float, admitted: bool = False) -> None:
         """Queue a packet on a link. `admitted`: already accepted once (moved off a failed
         link): delivered late rather than dropped."""
         start = link.backlog_end(now)
@@ -186,16 +177,12 @@ class Bond:
         plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + body
         counter = self._send(link, plaintext, now, data=True)
         link.on_sent_expecting_answer(now)
-        sent, order = self._sent[link.id], self._sent_order[link.id]
-        sent[counter] = _Sent(now, flow, fseq, seq, packet)
-        order.append(counter)
-        if len(order) > RING_SIZE:
-            sent.pop(order.popleft(), None)
+        self._history.record(link.id, counter, now, flow, fseq, seq, packet)
 
-    def _resend(self, items: list[tuple[int, int, int, bytes, bool]], now: float) -> None:
+    def _resend(self, items: list[Item], now: float) -> None:
         """Put packets at the head of the queue of the best link for each, and send."""
         for item in items:
-            size = self.wire_size(len(item[3]) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+            size = self._data_size(item[3])
             link = self.scheduler.pick(self.links, size, now)
             link.queued_bytes += size
             self._queues[link.id].appendleft((size, *item))
@@ -212,16 +199,11 @@ class Bond:
         for other in self.links:  # they must carry more now: find their capacity quickly
             if other is not link and other.usable:
                 other.restart_startup()
-        acked = self._acked[link.id]
-        unacked = []
-        for c, e in self._sent[link.id].items():
-            if c > acked and not e.resent and now - e.t < RESEND_AGE:
-                e.resent = True
-                unacked.append((e.flow, e.fseq, e.seq, e.packet, True))
+        unacked = self._history.take_unacknowledged(link.id, now)
         if unacked:
             self._resend(unacked, now)
         for item in queued:
-            size = self.wire_size(len(item[3]) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+            size = self._data_size(item[3])
             self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now, admitted=True)
 
     # ------------------------------------------------------------------ receive side
@@ -280,8 +262,7 @@ class Bond:
             return
         link.on_feedback(now, now_us, fb.echo_ts, fb.echo_hold_us, fb.rx_time_us, fb.rx_bytes,
                          fb.rx_packets, fb.owd_min_us, fb.highest_counter)
-        if fb.highest_counter > self._acked[fb.link]:
-            self._acked[fb.link] = fb.highest_counter
+        self._history.acknowledge(fb.link, fb.highest_counter)
 
     def _detect_gap(self, link: Link, counter: int, now: float) -> None:
         highest = link.rx_highest_counter
@@ -297,15 +278,7 @@ class Bond:
 
     def _on_nack(self, nack: wire.Nack, now: float) -> None:
         self.stats["nacks_received"] += 1
-        sent = self._sent.get(nack.link)
-        if sent is None:
-            return
-        items = []
-        for c in nack.counters:
-            e = sent.get(c)
-            if e is not None and not e.resent and now - e.t < RESEND_AGE:
-                e.resent = True
-                items.append((e.flow, e.fseq, e.seq, e.packet, True))
+        items = self._history.take_named(nack.link, nack.counters, now)
         if items:
             self._resend(items, now)
 
@@ -404,10 +377,7 @@ class Bond:
 
     def on_new_send_keys(self) -> None:
         """Counters restart under new keys: forget the counter-indexed send history."""
-        for link in self.links:
-            self._sent[link.id].clear()
-            self._sent_order[link.id].clear()
-            self._acked[link.id] = -1
+        self._history.forget()
 
     def reset_receive(self) -> None:
         """The peer restarted: its sequence numbers start over."""
