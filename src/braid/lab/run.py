@@ -141,8 +141,6 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
         progress(f"building namespaces {lab.ns.prefix}-*")
         lab.build()
         emu_out = EmulatorOutput(lab.emulator.stdout)
-        progress("starting braid gateway and client")
-        lab.start_braid()
         baseline_s = min(10.0, max(4.0, sc.duration_s / 2))
         for direction in sc.workload.directions():
             fidelity = baselines = None
@@ -150,6 +148,10 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                 fidelity = _fidelity(lab, direction, progress)
                 if sc.workload.kind != "ping":
                     baselines = _baselines(lab, direction, baseline_s, progress)
+            # braid starts fresh for each measured run, after the baselines: their queues and
+            # idle time are not part of what is measured
+            progress("starting braid gateway and client")
+            lab.start_braid()
             progress("braid: idle RTT through the tunnel")
             rtt_idle = ping_rtts(lab.ns, TUNNEL_GW, count=20, interval_ms=20)
             transfer, rtts, cpu, per_link = _tunnel_run(lab, direction, emu_out, progress)

@@ -85,7 +85,23 @@ class Lab:
 
     # ------------------------------------------------------------------ braid
 
+    def stop_braid(self) -> None:
+        """SIGTERM both daemons (they remove their devices and sockets) and wait."""
+        for proc in (self.client, self.gateway):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in (self.client, self.gateway):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        self.client = self.gateway = None
+
     def start_braid(self) -> None:
+        """Start a fresh gateway and client (new keys, new state) and wait for the tunnel."""
+        self.stop_braid()
         gk, gp = _key()
         ck, cp = _key()
         d = self.dir
