@@ -127,6 +127,6 @@ def test_interactive_traffic_reserves_the_lowest_latency_link_and_skips_the_queu
         net.run_until(t)
     fast = bond.links[1]
     assert fast.reserved and not bond.links[0].reserved
-    assert fast.pace_rate < fast.capacity()
+    assert fast.pace_rate <= 1.15 * fast.capacity() + 1  # the reserved cycle: 1.15 once, then 0.75, 0.9
     pings = [p for p in net.to_gateway if p[9] == 1]
     assert len(pings) >= 95

@@ -52,6 +52,8 @@ def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):
         state["t"] += 20_000
         state["rx"] += bytes_per_20ms
         link.on_backlog(k * 0.02, driven)
+        if driven:
+            link.last_data_tx = k * 0.02  # data flows on it (so its delay is not mere noise)
         link.on_feedback(k * 0.02, 0, 0, 0, state["t"], state["rx"], k * 20, owd_us, k * 20)
     return state
 

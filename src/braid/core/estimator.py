@@ -10,8 +10,9 @@
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
   queue). A link reserved for interactive traffic cycles below 1.
-- One-way delay is an emergency brake only (a standing queue far above the link's own
-  delay noise): delay jitter, e.g. on 4G or LEO satellite, must not be read as congestion.
+- One-way delay is a brake only: a standing queue well above the link's own delay noise
+  (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
+  as congestion) paces below the estimate and resets it to what gets through.
 Times are monotonic seconds passed in; no clock or randomness of its own.
 """
 
@@ -27,12 +28,11 @@ INITIAL_RATE = 4_000_000.0
 BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
 SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
 STARTUP_GAIN = 2.0
-LIGHT_LOAD = 0.3  # delivering below this share of capacity, a link's delay shows only noise
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 RESERVED_CYCLE = (1.15, 0.75, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9)
 MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
-BRAKE_FLOOR = 0.050  # seconds of standing queue that always warrants the brake
+BRAKE_FLOOR = 0.030  # seconds of standing queue below which the brake never acts
 CRUISE_DRAIN = 0.9
 NOISE_WEIGHT = 1 / 16
 
@@ -74,12 +74,17 @@ class RateEstimator:
         if self.driven(now) or self.recent_rate > self.capacity():
             self._bw.update(now, self.recent_rate)
 
-    def on_queue(self, now: float, queue: float) -> None:
+    def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
+        """`queue`: standing queue from one-way delays; `data_idle`: no data was sent on the
+        link for a round trip, so only probes were measured and what shows is path noise."""
         self.queue = queue
         self._cycle_max_queue = max(self._cycle_max_queue, queue)
-        if self.recent_rate < LIGHT_LOAD * self.capacity():
-            # too little of our own traffic to queue anything: what shows is the path's noise
+        if data_idle:
             self.delay_noise += (queue - self.delay_noise) * NOISE_WEIGHT
+        if self.braking() and self.recent_rate < self.capacity():
+            # a standing queue this large is ours: the link is saturated, so what gets through
+            # is its capacity (the estimate was too high, or the link got slower)
+            self._bw.reset(now, max(MIN_RATE, self.recent_rate))
         if self.startup and queue > 2 * self.queue_target():
             self.startup = False  # the pipe is full
             self._phase = 1  # drain what startup queued
@@ -113,7 +118,7 @@ class RateEstimator:
         return max(0.004, 2 * 12_000 / self.capacity(), 2 * self.delay_noise)
 
     def braking(self) -> bool:
-        return self.queue is not None and self.queue > max(BRAKE_FLOOR, 4 * self.queue_target())
+        return self.queue is not None and self.queue > max(BRAKE_FLOOR, 2 * self.queue_target())
 
     def pacing_rate(self) -> float:
         cap = self.capacity()

@@ -170,7 +170,8 @@ class Link:
         self.owd_base.update(now, owd_min_us)
         queue = self.queue_delay()
         if queue is not None:
-            self.est.on_queue(now, queue)
+            rtt = self.srtt if self.srtt is not None else 0.1
+            self.est.on_queue(now, queue, data_idle=now - self.last_data_tx > rtt + 2 * FEEDBACK_INTERVAL)
         self._on_loss(rx_packets, highest_counter)
         self.est.on_phase_clock(now, self.srtt)
         self.refresh()

@@ -25,6 +25,11 @@ class WindowedMax:
     def get(self, default: float) -> float:
         return self._q[0][1] if self._q else default
 
+    def reset(self, now: float, value: float) -> None:
+        """Forget every sample: the quantity is known to be `value` now."""
+        self._q.clear()
+        self._q.append((now, value))
+
 
 class WindowedMin(WindowedMax):
     def update(self, now: float, value: float) -> None:
