@@ -58,3 +58,13 @@ def test_outage_drops_and_clears_the_wire_then_recovers():
     apply_changes(pipes, {"up": True, "rate_mbit": 2, "delay_ms": 30})
     assert pipes["down"].config.rate_bps == 2e6 and pipes["up"].config.delay == 0.03
     assert pipes["up"].offer(_frame(), 6.0, rng)
+
+
+def test_rate_trace_sets_the_rate_per_millisecond():
+    # 1500 bytes allowed in each odd ms, 3000 in each even ms: 2250 bytes/ms on average = 18 Mbit/s
+    pipe = Pipe(PipeConfig(rate_bps=1.0, queue=10.0, trace=[3000, 1500]))
+    rng = random.Random(1)
+    for _ in range(1000):
+        pipe.offer(_frame(), 0.0, rng)
+    done = pipe.busy_until
+    assert abs(1000 * 1500 * 8 / done / 1e6 - 18) < 1.0

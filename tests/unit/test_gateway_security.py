@@ -88,3 +88,55 @@ def test_replayed_initiation_is_refused():
     gw.on_datagram(("192.0.2.1", 40000), init.data, net.now + 2)
     assert gw.counters["handshakes"] == handshakes + 1
     assert gw.counters["stale_initiation"] == before + 1
+
+
+def test_two_clients_on_one_gateway_are_isolated():
+    """Each client gets only the packets routed to its addresses and may send only from them."""
+    from braid.core.client import ClientCore, ClientParams
+    from braid.core.link import LinkConfig
+    from tests.helpers import packet_seq
+
+    rnd = __import__("random").Random(5)
+    gw_key = rnd.randbytes(32)
+    keys = {"a": rnd.randbytes(32), "b": rnd.randbytes(32)}
+    entries = tuple(ClientEntry(n, noise.public_key(k), (ipaddress.ip_network(f"10.77.0.{i + 2}/32"),))
+                    for i, (n, k) in enumerate(keys.items()))
+    gw = GatewayCore(GatewayParams(gw_key, entries), 0.0, random=rnd.randbytes)
+    clients = {n: ClientCore(ClientParams(k, noise.public_key(gw_key), (LinkConfig("l0", 0),)), 0.0,
+                             random=rnd.randbytes, wall_offset=1.7e9) for n, k in keys.items()}
+    addr = {"a": ("192.0.2.10", 1000), "b": ("192.0.2.20", 2000)}
+    got: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    def run(t: float) -> None:
+        for _ in range(50):
+            moved = False
+            for n, c in clients.items():
+                c.on_timer(t)
+                for dg in c.datagrams:
+                    gw.on_datagram(addr[n], dg.data, t)
+                    moved = True
+                c.datagrams.clear()
+            for dg in gw.drain_datagrams():
+                owner = next(n for n in addr if addr[n] == dg.addr)
+                clients[owner].on_datagram(dg.link_id, dg.data, t)
+                moved = True
+            gw.on_timer(t)
+            for n, c in clients.items():
+                got[n] += c.delivered
+                c.delivered.clear()
+            if not moved:
+                return
+
+    for k in range(40):
+        run(k * 0.01)
+    assert all(c.peer.established for c in clients.values())
+    gw.on_tun_packet(udp_packet(1, src="10.77.0.1", dst="10.77.0.2"), 0.5)
+    gw.on_tun_packet(udp_packet(2, src="10.77.0.1", dst="10.77.0.3"), 0.5)
+    clients["a"].on_tun_packet(udp_packet(3, src="10.77.0.3", dst="10.77.0.1"), 0.5)  # a claims b's address
+    clients["b"].on_tun_packet(udp_packet(4, src="10.77.0.3", dst="10.77.0.1"), 0.5)
+    for k in range(50, 80):
+        run(k * 0.01)
+    assert [packet_seq(p) for p in got["a"]] == [1]
+    assert [packet_seq(p) for p in got["b"]] == [2]
+    assert [packet_seq(p) for p in gw.delivered] == [4]
+    assert gw.counters["spoofed_source"] == 1
