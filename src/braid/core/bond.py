@@ -114,7 +114,6 @@ class Bond:
             link.last_data_tx = now
         return counter
 
-
     def _send_control(self, link: Link, frames: bytes, now: float) -> None:
         ts = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
         self._send(link, ts + frames, now, data=False)
@@ -180,10 +179,11 @@ class Bond:
         self._history.record(link.id, counter, now, flow, fseq, seq, packet)
 
     def _resend(self, items: list[Item], now: float) -> None:
-        """Put packets at the head of the queue of the best link for each, and send."""
+        """Put packets at the head of a link's queue and send. They pass the queue, so the
+        link is chosen as for urgent packets: by delay plus what the link already holds."""
         for item in items:
             size = self._data_size(item[3])
-            link = self.scheduler.pick(self.links, size, now)
+            link = pick_urgent(self.links, size, now, LINK_BACKLOG)
             link.queued_bytes += size
             self._queues[link.id].appendleft((size, *item))
             self._pump(link, now)
