@@ -50,6 +50,7 @@ class RateEstimator:
         self.backlogged_since: float | None = None  # the tunnel's queue for the link is non-empty
         self.srtt = MIN_PHASE
         self.queue: float | None = None  # seconds of standing queue, from one-way delays
+        self._brake_since: float | None = None
         self.delay_noise = 0.0  # seconds of one-way delay variation while not driven
 
     # ---------------------------------------------------------------- inputs
@@ -81,10 +82,16 @@ class RateEstimator:
         self._cycle_max_queue = max(self._cycle_max_queue, queue)
         if data_idle:
             self.delay_noise += (queue - self.delay_noise) * NOISE_WEIGHT
-        if self.braking() and self.recent_rate < self.capacity():
-            # a standing queue this large is ours: the link is saturated, so what gets through
-            # is its capacity (the estimate was too high, or the link got slower)
-            self._bw.reset(now, max(MIN_RATE, self.recent_rate))
+        if not self.braking():
+            self._brake_since = None
+        elif self._brake_since is None:
+            self._brake_since = now
+        elif now - self._brake_since > self.srtt + SAMPLE_SPAN and self.recent_rate < self.capacity():
+            # a standing queue this large, for longer than a delivery sample lags: the link is
+            # saturated, so what gets through is its capacity (the estimate was too high, or
+            # the link got slower). At most halve it per confirmation.
+            self._bw.reset(now, max(MIN_RATE, self.recent_rate, 0.5 * self.capacity()))
+            self._brake_since = now
         if self.startup and queue > 2 * self.queue_target():
             self.startup = False  # the pipe is full
             self._phase = 1  # drain what startup queued
