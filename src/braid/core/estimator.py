@@ -9,7 +9,8 @@
   A driven link that shows no queue through a whole probe cycle has headroom: startup again.
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
-  queue). A link reserved for interactive traffic cycles below 1.
+  queue). A link reserved for interactive traffic cruises just under its estimate, so its
+  queue stays near empty; it still starts up and probes like any other.
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
   as congestion) paces below the estimate and resets it to what gets through.
@@ -29,7 +30,7 @@ BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
 SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
 STARTUP_GAIN = 2.0
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-RESERVED_CYCLE = (1.15, 0.75, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9)
+RESERVED_CYCLE = (1.25, 0.75, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95)  # cruise just under
 MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
 BRAKE_FLOOR = 0.030  # seconds of standing queue below which the brake never acts
@@ -132,7 +133,7 @@ class RateEstimator:
         if self.braking():
             self.startup = False
             return max(MIN_RATE, cap * BRAKE_GAIN)
-        if self.startup and not self.reserved:  # a reserved link never floods its queue
+        if self.startup:
             return cap * STARTUP_GAIN
         gain = (RESERVED_CYCLE if self.reserved else CYCLE)[self._phase]
         if gain == 1.0 and self.queue is not None and self.queue > self.queue_target():
