@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise LabError(f"braid lab {what} needs root (it creates network namespaces)")
+    # SIGTERM unwinds like Ctrl-C, so every namespace and process of the run is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _console(stderr: bool = True):
