@@ -124,3 +124,25 @@ def test_bad_scenario_is_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "link[1].loss" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_lab_run_removes_everything(tmp_path, sig):
+    import signal
+    import time
+
+    scenario = tmp_path / "ci-short.toml"
+    scenario.write_text(SCENARIO)
+    before = _netns()
+    proc = subprocess.Popen([sys.executable, "-m", "braid.cli.main", "lab", "run", str(scenario),
+                             "--tunnel-only"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 30
+    while len(_netns() - before) < 3 and time.monotonic() < end:
+        time.sleep(0.2)
+    assert len(_netns() - before) == 3, "the run never built its namespaces"
+    time.sleep(2)  # mid-run: emulator up, braid starting
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    # (Namespaces.close kills every process of a namespace before deleting it)
+    assert _netns() == before, "an interrupted run left namespaces behind"
