@@ -28,6 +28,7 @@ MIN_RATE = 64_000.0  # bit/s: the floor of every estimate, so a link can always 
 INITIAL_RATE = 4_000_000.0
 BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
 SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
+SAMPLE_REPORTS = 8  # a delivery-rate sample spans at most this many receiver reports
 STARTUP_GAIN = 2.0
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 RESERVED_CYCLE = (1.25, 0.75, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95)  # cruise just under
@@ -35,13 +36,19 @@ MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
 BRAKE_FLOOR = 0.030  # seconds of standing queue below which the brake never acts
 CRUISE_DRAIN = 0.9
+OVERDRIVE_SPAN = 0.2  # seconds of send and delivery history compared
+OVERDRIVE_RATIO = 1.2  # sent / delivered above this: saturated (random loss stays well below)
+OVERDRIVE_MIN_BYTES = 30_000  # about 20 full packets: less is not worth judging
+DENSE_REPORTS = 0.025  # seconds between receiver reports while a link is busy
 NOISE_WEIGHT = 1 / 16
 
 
 class RateEstimator:
     def __init__(self, now: float) -> None:
         self._bw = WindowedMax(BW_WINDOW)
-        self._hist: deque[tuple[int, int]] = deque(maxlen=8)  # (rx_time_us, rx_bytes)
+        self._hist: deque[tuple[int, int]] = deque(maxlen=32)  # (rx_time_us, rx_bytes)
+        self._tx_hist: deque[tuple[float, int]] = deque(maxlen=32)  # (time, bytes we sent)
+        self.overdriven = 0
         self.recent_rate = 0.0
         self.startup = True
         self._cycle_max_queue = 0.0
@@ -60,11 +67,14 @@ class RateEstimator:
         since = self.backlogged_since
         return since is not None and now - since > self.srtt + SAMPLE_SPAN
 
-    def on_delivery(self, now: float, rx_time_us: int, rx_bytes: int) -> None:
-        """Cumulative bytes the receiver got by its time rx_time_us."""
+    def on_delivery(self, now: float, rx_time_us: int, rx_bytes: int, tx_bytes: int = 0) -> None:
+        """Cumulative bytes the receiver got by its time rx_time_us (and we had sent by now)."""
         hist = self._hist
         hist.append((rx_time_us, rx_bytes))
-        for t0, b0 in hist:
+        self._tx_hist.append((now, tx_bytes))
+        self._check_overdriven(now)
+        for i in range(max(0, len(hist) - SAMPLE_REPORTS), len(hist)):
+            t0, b0 = hist[i]
             span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
             if span < SAMPLE_SPAN:
                 return
@@ -75,6 +85,35 @@ class RateEstimator:
             return
         if self.driven(now) or self.recent_rate > self.capacity():
             self._bw.update(now, self.recent_rate)
+
+    def _check_overdriven(self, now: float) -> None:
+        """Sending well above what arrives, over a few hundred ms, while the receiver gets less
+        than the estimate: the link is saturated and its capacity is what gets through. This
+        needs no delay signal, so it also works where the queue is hidden in jitter. What was
+        sent is taken one round trip back, so that it has had time to arrive."""
+        tx, hist = self._tx_hist, self._hist
+        end = next((e for e in reversed(tx) if e[0] <= now - self.srtt), None)
+        if end is None:
+            return
+        start = next((e for e in reversed(tx) if e[0] <= end[0] - OVERDRIVE_SPAN), None)
+        if start is None or end[1] - start[1] < OVERDRIVE_MIN_BYTES:
+            return
+        span = end[0] - start[0]
+        sent = (end[1] - start[1]) * 8 / span
+        t1, b1 = hist[-1]
+        first = next(((t, b) for t, b in reversed(hist) if ((t1 - t) & (SEQ_MOD - 1)) / 1e6 >= span), None)
+        if first is None:
+            return
+        reports = sum(1 for t, _ in hist if ((t1 - t) & (SEQ_MOD - 1)) / 1e6 <= span)
+        if reports < span / DENSE_REPORTS:
+            return  # reports were sparse: the link idled in the window, nothing to judge
+        rx_span = ((t1 - first[0]) & (SEQ_MOD - 1)) / 1e6
+        delivered = ((b1 - first[1]) & (SEQ_MOD - 1)) * 8 / rx_span
+        if sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity():
+            self._bw.reset(now, max(MIN_RATE, delivered))
+            self.startup = False
+            self.overdriven += 1
+            tx.clear()
 
     def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
         """`queue`: standing queue from one-way delays; `data_idle`: no data was sent on the

@@ -165,7 +165,7 @@ class Link:
         rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
         if 0 < rtt_us < 10_000_000:
             self._on_rtt(now, rtt_us / 1e6)
-        self.est.on_delivery(now, rx_time_us, rx_bytes)
+        self.est.on_delivery(now, rx_time_us, rx_bytes, self.tx_bytes)
         self.owd_recent = owd_min_us
         self.owd_base.update(now, owd_min_us)
         queue = self.queue_delay()

@@ -36,7 +36,17 @@ def _samples(intervals: list[dict]) -> list[tuple[float, float]]:
     return [(round(i["sum"]["end"], 3), i["sum"]["bits_per_second"] / 1e6) for i in intervals]
 
 
-def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, *, cc: str = "cubic",
+def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, **kwargs) -> TransferResult:
+    """One iperf3 run (see _iperf_once); a run iperf3 itself reports as failed (its control
+    connection timing out over a lossy link, say) is tried once more, then the error stands."""
+    try:
+        return _iperf_once(ns, server_ip, seconds, direction, **kwargs)
+    except LabError:
+        time.sleep(1.0)
+        return _iperf_once(ns, server_ip, seconds, direction, **kwargs)
+
+
+def _iperf_once(ns: Namespaces, server_ip: str, seconds: float, direction: str, *, cc: str = "cubic",
           flows: int = 1, udp_mbit: float | None = None, port: int = 5201,
           interval: float = 0.1, omit: float = 0.0) -> TransferResult:
     """One iperf3 run from the site (client) to a server in the gateway namespace.
