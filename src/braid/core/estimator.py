@@ -49,6 +49,7 @@ class RateEstimator:
         self._hist: deque[tuple[int, int]] = deque(maxlen=32)  # (rx_time_us, rx_bytes)
         self._tx_hist: deque[tuple[float, int]] = deque(maxlen=32)  # (time, bytes we sent)
         self.overdriven = 0
+        self._overdrive_streak = 0
         self.recent_rate = 0.0
         self.startup = True
         self._cycle_max_queue = 0.0
@@ -109,10 +110,17 @@ class RateEstimator:
             return  # reports were sparse: the link idled in the window, nothing to judge
         rx_span = ((t1 - first[0]) & (SEQ_MOD - 1)) / 1e6
         delivered = ((b1 - first[1]) & (SEQ_MOD - 1)) * 8 / rx_span
-        if sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity():
-            self._bw.reset(now, max(MIN_RATE, delivered))
+        if not (sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity()):
+            self._overdrive_streak = 0
+            return
+        # twice in a row, and at most halving: a receiver that stalled (a busy host) reads
+        # like a saturated link for a moment, and must not wipe out every link's estimate
+        self._overdrive_streak += 1
+        if self._overdrive_streak >= 2:
+            self._bw.reset(now, max(MIN_RATE, delivered, 0.5 * self.capacity()))
             self.startup = False
             self.overdriven += 1
+            self._overdrive_streak = 0
             tx.clear()
 
     def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
