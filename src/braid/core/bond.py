@@ -32,6 +32,7 @@ from .scheduler import assign, make_scheduler, pick_urgent
 
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
 STARTUP_QUEUE_PACKETS = 64
+RESEND_LOSS_PENALTY = 0.2  # seconds of predicted delay per unit of loss, for resends
 INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 
@@ -183,7 +184,7 @@ class Bond:
         link is chosen as for urgent packets: by delay plus what the link already holds."""
         for item in items:
             size = self._data_size(item[3])
-            link = pick_urgent(self.links, size, now, LINK_BACKLOG)
+            link = pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)
             link.queued_bytes += size
             self._queues[link.id].appendleft((size, *item))
             self._pump(link, now)
@@ -269,11 +270,15 @@ class Bond:
         if highest < 0 or counter <= highest + 1:
             return
         missing = tuple(range(max(highest + 1, counter - wire.NACK_MAX), counter))
-        best = min((lk for lk in self.links if lk.usable), key=lambda lk: lk.path_delay,
-                   default=link)
-        self._send_control(best, wire.encode_frame(wire.Nack(link.id, missing)), now)
+        nack = wire.encode_frame(wire.Nack(link.id, missing))
+        # on the two lowest-delay links: a NACK lost on a lossy link would cost a timeout
+        usable = sorted((lk for lk in self.links if lk.usable), key=lambda lk: lk.path_delay)
+        targets = usable[:2] or [link]
+        for target in targets:
+            self._send_control(target, nack, now)
         self.stats["nacks_sent"] += 1
-        rtt = best.srtt if best.srtt is not None else 0.1
+        # hold the gap for a round trip on the slower of them (the resend may take the other)
+        rtt = max((lk.srtt for lk in targets if lk.srtt is not None), default=0.1)
         self._nack_hold_until = max(self._nack_hold_until, now + 1.5 * rtt + 0.010)
 
     def _on_nack(self, nack: wire.Nack, now: float) -> None:

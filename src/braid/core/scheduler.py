@@ -56,10 +56,13 @@ class EarliestArrival:
         return best
 
 
-def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float) -> Link:
+def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float,
+                loss_penalty: float = 0.0) -> Link:
     """For a packet that skips the tunnel queue: it waits only behind what the link already
     holds (packets are handed to a link `handed_ahead` seconds before their paced time, plus
-    the one in progress), so compare delay plus that, not the tunnel queue."""
+    the one in progress), so compare delay plus that, not the tunnel queue. `loss_penalty`
+    (seconds per unit of loss probability) steers packets that must not be lost again, such
+    as resends, away from lossy links."""
     best = links[0]
     best_arrival = float("inf")
     bits = size * 8
@@ -67,7 +70,7 @@ def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float) -
         backlog = link.tx_clock - now
         held = handed_ahead + 12_000 / link.pace_rate
         backlog = 0.0 if backlog < 0 else min(backlog, held)
-        arrival = backlog + bits / link.pace_rate + link.path_delay
+        arrival = backlog + bits / link.pace_rate + link.path_delay + link.loss * loss_penalty
         if arrival < best_arrival:
             best, best_arrival = link, arrival
     return best
