@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ class ClientDaemon(DaemonBase):
         super().__init__()
         self.cfg = cfg
         family, self.remote = resolve(*cfg.endpoint)
-        outer_v6 = family == 10
+        outer_v6 = family == socket.AF_INET6
         link_cfgs = []
         for i, spec in enumerate(cfg.links):
             mtu = spec.mtu or interface_mtu(spec.bind) or 1500
