@@ -162,6 +162,14 @@ class RateEstimator:
     def restart_startup(self) -> None:
         self.startup = True
 
+    def on_readmitted(self) -> None:
+        """The link is back after an outage: its delivery and send histories predate it."""
+        self._hist.clear()
+        self._tx_hist.clear()
+        self._overdrive_streak = 0
+        self._brake_since = None
+        self.queue = None
+
     # ---------------------------------------------------------------- outputs
 
     def capacity(self) -> float:

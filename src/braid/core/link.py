@@ -129,6 +129,7 @@ class Link:
         if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
             self._fire(HealthEvent.HEARD_ENOUGH)
             self.tx_clock = now
+            self.est.on_readmitted()
             return self.health
         return None
 
