@@ -29,6 +29,7 @@ INITIAL_RATE = 4_000_000.0
 BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
 SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
 SAMPLE_REPORTS = 8  # a delivery-rate sample spans at most this many receiver reports
+SAMPLE_PACKETS = 20  # ... and at least this many full packets' worth of time
 STARTUP_GAIN = 2.0
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 RESERVED_CYCLE = (1.25, 0.75, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95)  # cruise just under
@@ -74,10 +75,13 @@ class RateEstimator:
         hist.append((rx_time_us, rx_bytes))
         self._tx_hist.append((now, tx_bytes))
         self._check_overdriven(now)
+        # at least SAMPLE_PACKETS packets' worth: on a slow link a short sample holds a handful
+        # of packets, and the max filter would keep the ones that happened to read high
+        shortest = max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / self.capacity())
         for i in range(max(0, len(hist) - SAMPLE_REPORTS), len(hist)):
             t0, b0 = hist[i]
             span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
-            if span < SAMPLE_SPAN:
+            if span < shortest:
                 return
             if span <= 1.0:
                 self.recent_rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
