@@ -109,3 +109,16 @@ def test_loss_estimate_from_counters():
     link.on_feedback(0.0, 0, 0, 0, 0, 0, 0, 0, 0)
     link.on_feedback(0.1, 0, 0, 0, 100_000, 0, 970, 0, 1000)  # 970 of 1000 arrived
     assert abs(link.loss - 0.03) < 0.005
+
+
+def test_a_link_estimated_very_low_can_still_grow_back():
+    from braid.core.estimator import MIN_RATE, RateEstimator
+
+    est = RateEstimator(0.0, initial_rate=MIN_RATE)  # as after a brake drove it to the floor
+    est.backlogged_since = 0.0
+    t_us = rx = 0
+    for k in range(1, 40):  # it actually delivers 10 Mbit/s
+        t_us += 20_000
+        rx += 25_000
+        est.on_delivery(k * 0.02, t_us, rx)
+    assert est.capacity() > 5e6

@@ -30,6 +30,7 @@ BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
 SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
 SAMPLE_REPORTS = 8  # a delivery-rate sample spans at most this many receiver reports
 SAMPLE_PACKETS = 20  # ... and at least this many full packets' worth of time
+SAMPLE_SPAN_MAX = 0.120
 STARTUP_GAIN = 2.0
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 RESERVED_CYCLE = (1.25, 0.75, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95)  # cruise just under
@@ -45,7 +46,8 @@ NOISE_WEIGHT = 1 / 16
 
 
 class RateEstimator:
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, initial_rate: float = INITIAL_RATE) -> None:
+        self.initial_rate = initial_rate
         self._bw = WindowedMax(BW_WINDOW)
         self._hist: deque[tuple[int, int]] = deque(maxlen=32)  # (rx_time_us, rx_bytes)
         self._tx_hist: deque[tuple[float, int]] = deque(maxlen=32)  # (time, bytes we sent)
@@ -77,7 +79,9 @@ class RateEstimator:
         self._check_overdriven(now)
         # at least SAMPLE_PACKETS packets' worth: on a slow link a short sample holds a handful
         # of packets, and the max filter would keep the ones that happened to read high
-        shortest = max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / self.capacity())
+        # (capped well inside what SAMPLE_REPORTS reports span: a low estimate must still be
+        # able to take the sample that raises it)
+        shortest = min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / self.capacity()))
         for i in range(max(0, len(hist) - SAMPLE_REPORTS), len(hist)):
             t0, b0 = hist[i]
             span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
@@ -177,7 +181,7 @@ class RateEstimator:
     # ---------------------------------------------------------------- outputs
 
     def capacity(self) -> float:
-        return max(MIN_RATE, self._bw.get(INITIAL_RATE))
+        return max(MIN_RATE, self._bw.get(self.initial_rate))
 
     def queue_target(self) -> float:
         """A standing queue this large is normal for the link (a few ms, two packets on a slow
