@@ -20,6 +20,7 @@ class TransferResult:
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t end, Mbit/s) receiver side
     udp_loss: float | None = None
     udp_jitter_ms: float | None = None
+    udp_out_of_order: int | None = None
 
 
 def _iperf_json(text: str) -> dict:
@@ -75,14 +76,18 @@ def _iperf_once(ns: Namespaces, server_ip: str, seconds: float, direction: str, 
         except subprocess.TimeoutExpired:
             server.kill()
     end = data["end"]
+    if "sum_received" not in end and "sum" not in end:
+        raise LabError("iperf3 gave no summary (its results exchange failed)")
     if udp_mbit is not None:
-        s = end.get("sum_received", end["sum"])  # the receiver's own count over its own time
+        s = end.get("sum_received", end.get("sum"))  # the receiver's own count over its own time
         lost = s.get("lost_percent", 0.0) / 100
         goodput = s["bits_per_second"] / 1e6
         intervals = data["intervals"]
         if direction == "up" and "server_output_json" in data:
             intervals = data["server_output_json"]["intervals"]
-        return TransferResult(goodput, 0, _samples(intervals), lost, s.get("jitter_ms"))
+        streams = end.get("streams") or [{}]
+        out_of_order = int(streams[0].get("udp", {}).get("out_of_order", 0))
+        return TransferResult(goodput, 0, _samples(intervals), lost, s.get("jitter_ms"), out_of_order)
     goodput = end["sum_received"]["bits_per_second"] / 1e6
     retrans = int(end["sum_sent"].get("retransmits", 0))
     if direction == "up":
