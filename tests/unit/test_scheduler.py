@@ -22,7 +22,7 @@ def test_slow_link_used_once_the_fast_queue_is_deeper_than_the_delay_gap():
     choices = []
     for _ in range(100):
         link = sched.pick([fast, slow], 1500, 1.0)
-        assign(link, 1500, 1.0)
+        assign(link, 1500)
         choices.append(link.name)
     # 20 ms of delay gap at 10 Mbit/s is ~17 packets queued on the fast link first
     first_slow = choices.index("slow")
@@ -36,7 +36,7 @@ def test_split_follows_rates_under_load():
     counts = {"a": 0, "b": 0}
     for _ in range(4000):
         link = sched.pick([a, b], 1500, 0.0)
-        assign(link, 1500, 0.0)
+        assign(link, 1500)
         counts[link.name] += 1
     assert abs(counts["a"] / 4000 - 0.75) < 0.02
 
@@ -61,6 +61,6 @@ def test_urgent_packets_ignore_the_tunnel_queue_they_skip():
 
     fast, slow = _link("fast", 0, 10e6, 0.010), _link("slow", 1, 10e6, 0.030)
     for _ in range(100):  # 120 ms of bulk queued in the tunnel for the fast link
-        assign(fast, 1500, 1.0)
+        assign(fast, 1500)
     assert EarliestArrival().pick([fast, slow], 100, 1.0) is slow
     assert pick_urgent([fast, slow], 100, 1.0, handed_ahead=0.002) is fast

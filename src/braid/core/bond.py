@@ -152,7 +152,7 @@ class Bond:
             # still ramping up, time at that estimate understates the room: keep a few packets.
             self.stats["queue_drops"] += 1
             return
-        assign(link, size, now)
+        assign(link, size)
         self._queues[link.id].append((size, *item))
         self._pump(link, now)
 
@@ -185,7 +185,7 @@ class Bond:
         for item in items:
             size = self._data_size(item[3])
             link = pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)
-            link.queued_bytes += size
+            assign(link, size)
             self._queues[link.id].appendleft((size, *item))
             self._pump(link, now)
         self.stats["resent"] += len(items)

@@ -89,7 +89,6 @@ class Link:
         self.owd_recent: int | None = None
         self.loss = 0.0
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
-        self.feedback_count = 0
         self.rx_owd_avg: float | None = None  # receive side: smoothed one-way delay (us)
         self.rx_owd_dev = 0.0
         # cached for the scheduler, refreshed on each feedback
@@ -162,7 +161,6 @@ class Link:
 
     def on_feedback(self, now: float, now_us: int, echo_ts: int, hold_us: int, rx_time_us: int,
                     rx_bytes: int, rx_packets: int, owd_min_us: int, highest_counter: int) -> None:
-        self.feedback_count += 1
         rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
         if 0 < rtt_us < 10_000_000:
             self._on_rtt(now, rtt_us / 1e6)

@@ -28,11 +28,9 @@ def candidates(links: list[Link]) -> list[Link]:
     return [latest] if latest.last_heard >= 0 else links
 
 
-def assign(link: Link, size: int, now: float) -> float:
-    """Count one more packet queued for the link; return when it is predicted to start."""
-    start = link.backlog_end(now)
+def assign(link: Link, size: int) -> None:
+    """Count one more packet queued for the link (its backlog_end moves accordingly)."""
     link.queued_bytes += size
-    return start
 
 
 class EarliestArrival:

@@ -124,7 +124,7 @@ class TransportHeader:
     counter: int
 
     def encode(self) -> bytes:
-        return TRANSPORT_HEADER.pack(TRANSPORT, self.receiver_index, self.link_id, _b48(self.counter))
+        return encode_transport_header(self.receiver_index, self.link_id, self.counter)
 
 
 def encode_transport_header(receiver_index: int, link_id: int, counter: int) -> bytes:
