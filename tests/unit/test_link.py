@@ -1,3 +1,4 @@
+from braid.core.estimator import INITIAL_RATE
 from braid.core.link import DOWN_AFTER, READMIT_GOOD, Health, Link, LinkConfig
 
 
@@ -100,7 +101,7 @@ def test_jitter_on_an_idle_link_is_not_read_as_congestion():
         t_us += 20_000
         rx += 2_500
         link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
-    assert link.capacity() >= 4e6  # the initial estimate is kept, not cut for "congestion"
+    assert link.capacity() >= 0.95 * INITIAL_RATE  # kept, not cut for "congestion"
     assert link.queue_target() > 0.005
 
 
@@ -122,3 +123,58 @@ def test_a_link_estimated_very_low_can_still_grow_back():
         rx += 25_000
         est.on_delivery(k * 0.02, t_us, rx)
     assert est.capacity() > 5e6
+
+
+def _reserved_estimator():
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0)
+    est.backlogged_since = 0.0
+    est.startup = False
+    est.reserved = True
+    t_us = rx = 0
+    for k in range(1, 40):  # 10 Mbit/s proved before it was reserved
+        t_us += 20_000
+        rx += 25_000
+        est.on_delivery(k * 0.02, t_us, rx)
+    return est, t_us, rx
+
+
+def test_a_reserved_link_paced_under_its_capacity_keeps_its_estimate():
+    est, t_us, rx = _reserved_estimator()
+    for k in range(40, 400):  # 7 s of delivering what it is paced at, 0.95 of capacity
+        t_us += 20_000
+        rx += int(0.95 * 25_000)
+        est.on_delivery(k * 0.02, t_us, rx)
+        est.on_queue(k * 0.02, 0.0, data_idle=False)
+        est.on_phase_clock(k * 0.02, 0.03)
+        assert not est.startup  # no queue shows because it is held back, not from headroom
+    assert est.capacity() > 9.5e6
+    assert est.pacing_rate() <= 1.05 * est.capacity()  # its probes stay gentle
+
+
+def test_a_reserved_link_drains_more_than_a_packet_of_queue():
+    from braid.core.estimator import RESERVED_DRAIN
+
+    est, _, _ = _reserved_estimator()
+    est.on_queue(1.0, 0.5 * est.reserved_queue_target(), data_idle=False)
+    assert est.pacing_rate() >= 0.9 * est.capacity()
+    est.on_queue(1.02, 2 * est.reserved_queue_target(), data_idle=False)
+    assert est.pacing_rate() == RESERVED_DRAIN * est.capacity()
+
+
+def test_one_way_delay_and_delivery_time_use_the_kernel_arrival_not_the_read_time():
+    from braid.core import wire
+    from braid.core.bond import Bond
+
+    sent: list[bytes] = []
+    bond = Bond([LinkConfig("a", 0)], 0.0, lambda link_id, plain: sent.append(plain) or len(sent))
+    probe = wire.INNER_TS.pack(990_000) + wire.PROBE.pack(wire.FRAME_PROBE, 0)
+    # sent at 0.990, in the host at 1.000, read by a busy daemon at 1.050
+    bond.on_plaintext(0, probe, 100, 1, now=1.050, arrival=1.000)
+    link = bond.links[0]
+    assert link.rx_owd_min == 10_000
+    bond.on_timer(1.2)  # feedback is due
+    reports = [f for p in sent for f in wire.decode_plaintext(p)[1] if isinstance(f, wire.Feedback)]
+    assert reports and reports[-1].rx_time_us == 1_000_000
+    assert abs(reports[-1].echo_hold_us - 200_000) <= 1  # the read lag is the peer's hold, not path RTT

@@ -97,10 +97,12 @@ class Bond:
         return b""
 
     def _feedback(self, link: Link, now: float) -> wire.Feedback:
-        now_us = int(now * 1e6)
         hold = int((now - link.rx_last_arrival) * 1e6)
+        # rx_time is the last counted arrival: rx_bytes over the time between two reports'
+        # rx_times is then exactly what arrived in between, with no report-timing jitter
         fb = wire.Feedback(link.id, link.rx_packets, link.rx_bytes, link.rx_last_ts, max(0, hold),
-                           now_us, link.rx_owd_min or 0, max(0, link.rx_highest_counter))
+                           int(link.rx_last_arrival * 1e6), link.rx_owd_min or 0,
+                           max(0, link.rx_highest_counter))
         link.rx_pending_feedback = False
         link.rx_owd_min = None
         link.last_feedback_tx = now
@@ -210,8 +212,10 @@ class Bond:
     # ------------------------------------------------------------------ receive side
 
     def on_plaintext(self, link_id: int, plaintext: bytes, size: int, counter: int,
-                     now: float) -> None:
-        """An authenticated datagram's plaintext arrived on a link."""
+                     now: float, arrival: float | None = None) -> None:
+        """An authenticated datagram's plaintext arrived on a link. `arrival` (<= now): when
+        it reached the host, if the kernel stamped it; delays, delivery rates and RTTs are
+        measured from it, so time the daemon took to read does not count."""
         link = self._by_id.get(link_id)
         if link is None:
             self.stats["bad_frames"] += 1
@@ -226,10 +230,10 @@ class Bond:
             self.events.append(LinkEvent(link.name, changed))
         self._now = now
         self._detect_gap(link, counter, now)
-        now_us = int(now * 1e6)
+        now_us = int((now if arrival is None else arrival) * 1e6)
         # only data and probes are answered with feedback: feedback never answers feedback
         wants = any(isinstance(f, wire.Data | wire.Probe) for f in frames)
-        link.on_rx(now, now_us, size, ts, counter, wants)
+        link.on_rx(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
             if isinstance(frame, wire.Data):
                 self._on_data(link, frame, now)

@@ -114,7 +114,8 @@ class ClientCore:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_datagram(self, link_id: int, data: bytes, now: float) -> None:
+    def on_datagram(self, link_id: int, data: bytes, now: float, arrival: float | None = None) -> None:
+        """`arrival`: when the datagram reached the host (kernel stamp), if known."""
         try:
             msg = wire.decode_outer(data)
         except wire.WireError:
@@ -125,7 +126,7 @@ class ClientCore:
         elif isinstance(msg, wire.TransportHeader):
             for kp in self.peer.keypairs():
                 if kp.local_index == msg.receiver_index:
-                    self.peer.on_transport(kp, msg, data, now)
+                    self.peer.on_transport(kp, msg, data, now, arrival)
                     return
             self.counters["unknown_index"] += 1
         else:

@@ -6,11 +6,15 @@
   idle or lightly used link keeps what it once proved, and a link whose capacity fell
   forgets the old figure within the window once it is driven again.
 - Startup: pace at twice the estimate until a standing queue shows (the pipe is full).
-  A driven link that shows no queue through a whole probe cycle has headroom: startup again.
+  A driven link that shows no queue through a whole probe cycle has headroom: startup again
+  (not a reserved link: it shows no queue because it is paced under its capacity).
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
-  queue). A link reserved for interactive traffic cruises just under its estimate, so its
-  queue stays near empty; it still starts up and probes like any other.
+  queue). A link reserved for interactive traffic cruises just under its estimate and
+  drains whenever more than about one packet stands in its queue, so an interactive packet
+  waits behind at most one bulk packet; its probes are gentle (a 1.25 probe would queue
+  a quarter of a phase, 20 ms, in front of every ping), and since its pacing is held
+  below capacity on purpose, its delivery samples only ever raise the estimate.
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
   as congestion) paces below the estimate and resets it to what gets through.
@@ -25,15 +29,17 @@ from .replay import SEQ_MOD
 from .windowed import WindowedMax
 
 MIN_RATE = 64_000.0  # bit/s: the floor of every estimate, so a link can always be probed
-INITIAL_RATE = 4_000_000.0
+INITIAL_RATE = 1_000_000.0
 BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
 SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample covers
 SAMPLE_REPORTS = 8  # a delivery-rate sample spans at most this many receiver reports
 SAMPLE_PACKETS = 20  # ... and at least this many full packets' worth of time
 SAMPLE_SPAN_MAX = 0.120
 STARTUP_GAIN = 2.0
+RESERVED_STARTUP_GAIN = 1.5  # its overshoot, until the queue shows, is what pings wait behind
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-RESERVED_CYCLE = (1.25, 0.75, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95)  # cruise just under
+RESERVED_CYCLE = (1.05, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95)  # cruise just under
+RESERVED_DRAIN = 0.85  # a reserved link with more than about a packet queued
 MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
 BRAKE_FLOOR = 0.030  # seconds of standing queue below which the brake never acts
@@ -92,7 +98,9 @@ class RateEstimator:
                 break
         else:
             return
-        if self.driven(now) or self.recent_rate > self.capacity():
+        # a reserved link is paced under its capacity on purpose: what it delivers then
+        # measures our pacing, not the link
+        if (self.driven(now) and not self.reserved) or self.recent_rate > self.capacity():
             self._bw.update(now, self.recent_rate)
 
     def _check_overdriven(self, now: float) -> None:
@@ -148,7 +156,8 @@ class RateEstimator:
             # the link got slower). At most halve it per confirmation.
             self._bw.reset(now, max(MIN_RATE, self.recent_rate, 0.5 * self.capacity()))
             self._brake_since = now
-        if self.startup and queue > 2 * self.queue_target():
+        full = self.reserved_queue_target() if self.reserved else 2 * self.queue_target()
+        if self.startup and queue > full:
             self.startup = False  # the pipe is full
             self._phase = 1  # drain what startup queued
             self._phase_start = now
@@ -162,7 +171,7 @@ class RateEstimator:
         self._phase_start = now
         self._phase = (self._phase + 1) % len(CYCLE)
         if self._phase == 0:
-            if (not self.startup and self.driven(now)
+            if (not self.startup and not self.reserved and self.driven(now)
                     and self._cycle_max_queue < self.queue_target()):
                 self.startup = True  # driven, probed, and still no queue: there is headroom
             self._cycle_max_queue = 0.0
@@ -188,6 +197,10 @@ class RateEstimator:
         link, its delay noise); the brake acts far above it."""
         return max(0.004, 2 * 12_000 / self.capacity(), 2 * self.delay_noise)
 
+    def reserved_queue_target(self) -> float:
+        """What may stand in a reserved link's queue: about one full packet."""
+        return max(0.004, 12_000 / self.capacity(), 2 * self.delay_noise)
+
     def braking(self) -> bool:
         return self.queue is not None and self.queue > max(BRAKE_FLOOR, 2 * self.queue_target())
 
@@ -197,8 +210,12 @@ class RateEstimator:
             self.startup = False
             return max(MIN_RATE, cap * BRAKE_GAIN)
         if self.startup:
-            return cap * STARTUP_GAIN
-        gain = (RESERVED_CYCLE if self.reserved else CYCLE)[self._phase]
+            return cap * (RESERVED_STARTUP_GAIN if self.reserved else STARTUP_GAIN)
+        if self.reserved:
+            if self.queue is not None and self.queue > self.reserved_queue_target():
+                return cap * RESERVED_DRAIN
+            return cap * RESERVED_CYCLE[self._phase]
+        gain = CYCLE[self._phase]
         if gain == 1.0 and self.queue is not None and self.queue > self.queue_target():
             gain = CRUISE_DRAIN
         return cap * gain

@@ -135,7 +135,8 @@ class GatewayCore:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_datagram(self, addr: Address, data: bytes, now: float) -> None:
+    def on_datagram(self, addr: Address, data: bytes, now: float, arrival: float | None = None) -> None:
+        """`arrival`: when the datagram reached the host (kernel stamp), if known."""
         try:
             msg = wire.decode_outer(data)
         except wire.WireError:
@@ -147,7 +148,7 @@ class GatewayCore:
                 self.counters["unknown_index"] += 1
                 return
             peer, keypair = entry
-            if peer.on_transport(keypair, msg, data, now):
+            if peer.on_transport(keypair, msg, data, now, arrival):
                 peer.learn_address(msg.link_id, addr, now)  # only after authentication
                 self._collect(peer)
         elif isinstance(msg, wire.HandshakeInit):

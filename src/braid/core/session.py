@@ -172,7 +172,7 @@ class Peer:
         return restarted
 
     def on_transport(self, keypair: Keypair, header: wire.TransportHeader, data: bytes,
-                     now: float) -> bool:
+                     now: float, arrival: float | None = None) -> bool:
         """Open one transport datagram. True if it authenticated (so its source may be learned)."""
         if keypair.expired(now):
             self.stats.expired_keys += 1
@@ -193,7 +193,7 @@ class Peer:
             self._last_recv_keys = keypair
             self.bond.on_new_recv_keys()
         self.bond.on_plaintext(header.link_id, plain, len(data) + self._ip_overhead,
-                               header.counter, now)
+                               header.counter, now, arrival)
         return True
 
     def expire_keys(self, now: float) -> list[Keypair]:

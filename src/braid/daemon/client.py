@@ -14,9 +14,9 @@ from braid.core.client import ClientCore, ClientParams
 from braid.core.link import LinkConfig
 from braid.core.wire import tun_mtu
 from braid.io.netlink import interface_mtu
-from braid.io.udp import link_socket, resolve
+from braid.io.udp import ANCILLARY, link_socket, resolve, rx_stamp
 
-from .common import DaemonBase, bring_up_tun
+from .common import DaemonBase, arrival_time, bring_up_tun
 
 log = logging.getLogger("braid.client")
 
@@ -62,17 +62,19 @@ class ClientDaemon(DaemonBase):
 
     def _reader(self, sock: Any, link_id: int):
         on_datagram = self.core.on_datagram
-        recv = sock.recv
+        recvmsg = sock.recvmsg
+        wall = time.time
 
         def read(now: float) -> None:
+            offset = now - wall()
             for _ in range(64):
                 try:
-                    data = recv(65535)
+                    data, ancdata, _, _ = recvmsg(65535, ANCILLARY)
                 except BlockingIOError:
                     return
                 except OSError:  # ICMP unreachable reported on the connected socket
                     return
-                on_datagram(link_id, data, now)
+                on_datagram(link_id, data, now, arrival_time(rx_stamp(ancdata), offset, now))
         return read
 
     def _on_tun(self, now: float) -> None:

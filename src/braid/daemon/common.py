@@ -40,6 +40,15 @@ def bring_up_tun(name: str, mtu: int, addresses: tuple[Interface, ...]) -> tuple
     return tun, setup
 
 
+def arrival_time(stamp: float | None, offset: float, now: float) -> float:
+    """A kernel arrival stamp (wall clock) on the monotonic clock, given `offset` =
+    monotonic - wall clock read together; never later than `now`, the read time."""
+    if stamp is None:
+        return now
+    arrival = stamp + offset
+    return arrival if arrival < now else now
+
+
 class StatusBook:
     """Samples per-link byte counters once a second for the throughput figures."""
 

@@ -14,7 +14,7 @@ from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
 from braid.core.wire import tun_mtu
 from braid.io.udp import Listener
 
-from .common import DaemonBase, bring_up_tun
+from .common import DaemonBase, arrival_time, bring_up_tun
 
 log = logging.getLogger("braid.gateway")
 
@@ -52,8 +52,9 @@ class GatewayDaemon(DaemonBase):
 
     def _on_socket(self, now: float) -> None:
         on_datagram = self.core.on_datagram
-        for data, addr in self.sock.recv_batch():
-            on_datagram(addr, data, now)
+        offset = now - time.time()
+        for data, addr, stamp in self.sock.recv_batch():
+            on_datagram(addr, data, now, arrival_time(stamp, offset, now))
 
     def _on_tun(self, now: float) -> None:
         for packet in self.tun.read_batch():

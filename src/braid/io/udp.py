@@ -7,6 +7,25 @@ import socket
 import struct
 
 BUFFER_BYTES = 4 << 20
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # kernel receive time, CLOCK_REALTIME
+TIMESPEC = struct.Struct("@qq")
+ANCILLARY = 128  # room for a timestamp and a packet-info control message
+
+
+def enable_rx_timestamps(sock: socket.socket) -> None:
+    """Have the kernel stamp each datagram with its arrival time (see `rx_stamp`): the
+    delivery rates and one-way delays the estimator uses must not include the time a busy
+    daemon took to read the datagram."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def rx_stamp(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's arrival time (wall clock seconds) among a datagram's control messages."""
+    for level, kind, raw in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(raw)
+            return sec + nsec * 1e-9
+    return None
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple]:
@@ -45,6 +64,7 @@ def link_socket(bind: str, family: int, remote: tuple) -> socket.socket:
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind.encode())
         sock.connect(remote)
+        enable_rx_timestamps(sock)
     except OSError:
         sock.close()
         raise
@@ -80,6 +100,7 @@ class Listener:
         self.sock = listen_socket(host, port)
         self.family = self.sock.family
         self.wildcard = ipaddress.ip_address(self.sock.getsockname()[0]).is_unspecified
+        enable_rx_timestamps(self.sock)
         if self.wildcard:
             self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if self.family == socket.AF_INET6:
@@ -88,34 +109,26 @@ class Listener:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def recv_batch(self, limit: int = 64) -> list[tuple[bytes, tuple]]:
-        out: list[tuple[bytes, tuple]] = []
-        if not self.wildcard:
-            recvfrom = self.sock.recvfrom
-            for _ in range(limit):
-                try:
-                    data, addr = recvfrom(65535)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue  # an ICMP error queued on the socket
-                out.append((data, (addr, None)))
-            return out
+    def recv_batch(self, limit: int = 64) -> list[tuple[bytes, tuple, float | None]]:
+        """Up to `limit` waiting datagrams: (data, peer, kernel arrival time or None)."""
+        out: list[tuple[bytes, tuple, float | None]] = []
         recvmsg = self.sock.recvmsg
+        wildcard = self.wildcard
         for _ in range(limit):
             try:
-                data, ancdata, _, addr = recvmsg(65535, 64)
+                data, ancdata, _, addr = recvmsg(65535, ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                continue
+                continue  # an ICMP error queued on the socket
             local = None
-            for level, kind, raw in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(raw) >= IN_PKTINFO.size:
-                    local = (socket.AF_INET, IN_PKTINFO.unpack_from(raw)[2])
-                elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(raw) >= 20:
-                    local = (socket.AF_INET6, IN6_PKTINFO.unpack_from(raw)[0])
-            out.append((data, (addr, local)))
+            if wildcard:
+                for level, kind, raw in ancdata:
+                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(raw) >= IN_PKTINFO.size:
+                        local = (socket.AF_INET, IN_PKTINFO.unpack_from(raw)[2])
+                    elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(raw) >= 20:
+                        local = (socket.AF_INET6, IN6_PKTINFO.unpack_from(raw)[0])
+            out.append((data, (addr, local), rx_stamp(ancdata)))
         return out
 
     def send(self, data: bytes, peer: tuple) -> None:
