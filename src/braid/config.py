@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from braid.core.wire import DEFAULT_FRAGMENTS, MAX_FRAGMENTS
+
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 DEFAULT_PORT = 7000
@@ -44,6 +46,7 @@ class ClientConfig:
     control: str
     scheduler: str
     queue_ms: float
+    fragments: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class GatewayConfig:
     mtu: int
     scheduler: str
     queue_ms: float
+    fragments: int
 
 
 class _Reader:
@@ -208,7 +212,11 @@ def _common(r: _Reader, role: str) -> dict[str, Any]:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", tun):
         raise r.error("tun", "must be an interface name of 1-15 letters, digits, _ . -")
     control = r.get("control", str, f"/run/braid/{role}.sock")
-    return {"scheduler": scheduler, "queue_ms": float(queue_ms), "tun": tun, "control": control}
+    fragments = r.get("fragments", int, DEFAULT_FRAGMENTS)
+    if not 1 <= fragments <= MAX_FRAGMENTS:
+        raise r.error("fragments", f"must be between 1 and {MAX_FRAGMENTS}")
+    return {"scheduler": scheduler, "queue_ms": float(queue_ms), "tun": tun, "control": control,
+            "fragments": fragments}
 
 
 def _table(r: _Reader, key: str) -> dict[str, Any]:

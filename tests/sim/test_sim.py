@@ -28,6 +28,37 @@ def _stream(net: FakeNet, start: float, stop: float, per_ms: int, up: bool = Tru
     return n
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_packets_larger_than_a_datagram_arrive_whole_and_once(seed):
+    links = {
+        "fibre": FakeLink(rate_bps=20e6, delay=0.005, jitter=0.002, loss=0.02, duplicate=0.02,
+                          reorder=0.02),
+        "lte": FakeLink(rate_bps=10e6, delay=0.030, jitter=0.010, loss=0.02, duplicate=0.02),
+    }
+    net = FakeNet(links, seed=seed)
+    _established(net)
+    sizes = [1433, 2000, 5000, 8586]  # just past one datagram, up to the default TUN MTU
+    sent = {}
+    t, n = 0.5, 0
+    while t < 2.5:
+        size = sizes[n % len(sizes)]
+        packet = udp_packet(n, size=size)
+        packet = packet[:32] + bytes((n + i) & 0xFF for i in range(size - 32))  # every byte checked
+        sent[n] = packet
+        net.send_up(packet)
+        n += 1
+        t += 0.004  # ~10 Mbit/s
+        net.run_until(t)
+    net.run_until(5.0)
+    got = [packet_seq(p) for p in net.to_gateway]
+    assert len(got) == len(set(got)), "a packet reached the TUN twice"
+    assert all(p == sent[packet_seq(p)] for p in net.to_gateway), "a packet was joined wrongly"
+    stats = net.client.peer.bond.stats
+    assert stats["fragmented"] == n
+    assert len(got) >= n - stats["queue_drops"] - 0.002 * n  # fragment losses were recovered
+    assert net.gateway.peers["site"].bond.stats["fragments_expired"] <= stats["queue_drops"] * 6 + 1
+
+
 def test_handshake_and_both_directions():
     net = FakeNet({"a": FakeLink(), "b": FakeLink(delay=0.03)}, seed=3)
     _established(net)

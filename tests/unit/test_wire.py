@@ -27,8 +27,30 @@ def test_feedback_golden_bytes():
 def test_overhead_and_tun_mtu_formula():
     # outer IPv4 20 + UDP 8 + header 12 + tag 16 + timestamp 4 + data header 8 = 68
     assert wire.DATA_OVERHEAD == 40
-    assert wire.tun_mtu(1500, outer_ipv6=False) == 1500 - 68
-    assert wire.tun_mtu(1500, outer_ipv6=True) == 1500 - 88
+    assert wire.whole_mtu(1500, outer_ipv6=False) == 1500 - 68
+    assert wire.whole_mtu(1500, outer_ipv6=True) == 1500 - 88
+    # the TUN MTU is a whole number of full fragments (each: one tag byte + a piece)
+    assert wire.tun_mtu(1500, outer_ipv6=False, fragments=1) == 1432
+    assert wire.tun_mtu(1500, outer_ipv6=False, fragments=6) == 6 * 1431
+    assert len(wire.split(bytes(6 * 1431), 1432)) == 6
+
+
+@given(st.binary(min_size=1, max_size=40_000), st.integers(100, 1500))
+def test_fragments_fit_their_room_and_join_back(packet, room):
+    if len(packet) > wire.MAX_FRAGMENTS * (room - 1):
+        with pytest.raises(wire.WireError):
+            wire.split(packet, room)
+        return
+    pieces = wire.split(packet, room)
+    assert all(len(p) <= room for p in pieces)
+    tags = [wire.fragment_tag(p) for p in pieces]
+    assert tags == [(i, i == len(pieces) - 1) for i in range(len(pieces))]
+    assert b"".join(p[1:] for p in pieces) == packet
+
+
+def test_an_ip_packet_is_never_read_as_a_fragment():
+    assert wire.fragment_tag(bytes([0x45]) + bytes(19)) is None
+    assert wire.fragment_tag(bytes([0x60]) + bytes(39)) is None
 
 
 frames = st.one_of(

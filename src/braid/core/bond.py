@@ -7,13 +7,16 @@ cover tracking, data to the duplicate filter and the per-flow reorder buffer -> 
 Local recovery: a per-link counter gap makes the receiver send a NACK; the sender resends
 those packets on the best link. A link turning suspect has its unacknowledged recent
 packets resent on the others.
+Fragments: an inner packet larger than one datagram carries is cut into fragments, each
+its own datagram (own seq, scheduled, recovered and deduplicated like a packet); the
+receiver joins them before the per-flow reorder buffer, which sees whole packets only.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import wire
 from .classify import BULK, INTERACTIVE, classify
@@ -35,6 +38,8 @@ STARTUP_QUEUE_PACKETS = 64
 RESEND_LOSS_PENALTY = 0.2  # seconds of predicted delay per unit of loss, for resends
 INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
+FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
+MAX_PARTIAL = 2048  # partly received packets kept at most
 
 Transmit = Callable[[int, bytes], int]
 
@@ -43,6 +48,16 @@ Transmit = Callable[[int, bytes], int]
 class LinkEvent:
     link: str
     health: Health
+
+
+@dataclass(slots=True)
+class _Partial:
+    """The fragments of one inner packet received so far."""
+    started: float
+    flow: int
+    fseq: int
+    count: int = 0  # known once the last fragment is in
+    pieces: dict[int, bytes] = field(default_factory=dict)
 
 
 class Bond:
@@ -56,6 +71,11 @@ class Bond:
         self.queue_limit = queue_limit
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
         self._sealing = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN
+        # the largest packet carried whole on every link: a fragment fits any link it is
+        # moved to by a resend or a failover
+        self._whole_max = min(self._max_plain(link) for link in self.links) - (
+            wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+        self._partial: dict[int, _Partial] = {}  # first fragment's seq -> what arrived
         self.delivered: list[bytes] = []
         self.events: list[LinkEvent] = []
         self.next_seq = 0
@@ -72,7 +92,8 @@ class Bond:
         self._seen = SeqFilter()
         self.stats = dict.fromkeys(
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
-             "nacks_received", "bad_frames", "urgent"), 0)
+             "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
+             "fragments_expired", "too_big"), 0)
 
     # ------------------------------------------------------------------ helpers
 
@@ -132,31 +153,50 @@ class Bond:
             self._interactive_until = now + INTERACTIVE_HOLD
         fseq = self._flow_seq[flow]
         self._flow_seq[flow] = (fseq + 1) & 0xFFFF
+        if len(packet) <= self._whole_max:
+            self._submit(flow, fseq, packet, urgent, now)
+            return
+        try:
+            pieces = wire.split(packet, self._whole_max)
+        except wire.WireError:
+            self.stats["too_big"] += 1
+            return
+        self.stats["fragmented"] += 1
+        admitted = False
+        for piece in pieces:  # if the tunnel refuses the first, the packet is dropped whole
+            admitted = self._submit(flow, fseq, piece, urgent, now, admitted)
+            if not admitted:
+                return
+
+    def _submit(self, flow: int, fseq: int, payload: bytes, urgent: bool, now: float,
+                admitted: bool = False) -> bool:
+        """Number one datagram's payload and send or queue it; False if the queue refused it."""
         seq = self.next_seq
         self.next_seq = (seq + 1) & (SEQ_MOD - 1)
-        size = self._data_size(packet)
+        size = self._data_size(payload)
         if urgent:  # ahead of every queued bulk packet
             self.stats["urgent"] += 1
             link = pick_urgent(self.links, size, now, LINK_BACKLOG)
             link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
-            self._send_data(link, flow, fseq, seq, packet, True, now)
-            return
+            self._send_data(link, flow, fseq, seq, payload, True, now)
+            return True
         link = self.scheduler.pick(self.links, size, now)
-        self._enqueue(link, size, (flow, fseq, seq, packet, False), now)
+        return self._enqueue(link, size, (flow, fseq, seq, payload, False), now, admitted)
 
-    def _enqueue(self, link: Link, size: int, item: Item, now: float, admitted: bool = False) -> None:
+    def _enqueue(self, link: Link, size: int, item: Item, now: float, admitted: bool = False) -> bool:
         """Queue a packet on a link. `admitted`: already accepted once (moved off a failed
-        link): delivered late rather than dropped."""
+        link, or a later fragment of an accepted packet): delivered late rather than dropped."""
         start = link.backlog_end(now)
         if not admitted and start - now > self.queue_limit and not (
                 link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS):
             # the tunnel is full: the inner flow must slow down. While a link's estimate is
             # still ramping up, time at that estimate understates the room: keep a few packets.
             self.stats["queue_drops"] += 1
-            return
+            return False
         assign(link, size)
         self._queues[link.id].append((size, *item))
         self._pump(link, now)
+        return True
 
     def _pump(self, link: Link, now: float) -> None:
         """Hand packets to the link at its pacing rate (up to LINK_BACKLOG ahead)."""
@@ -256,10 +296,55 @@ class Bond:
         if not self._seen.first_time(frame.seq):
             self.stats["duplicates"] += 1
             return
-        out = self.reorder.push(frame.flow, frame.flow_seq, frame.seq, frame.packet, now)
+        packet, seq = frame.packet, frame.seq
+        tag = wire.fragment_tag(packet)
+        if tag is not None:
+            whole = self._reassemble(frame, tag, now)
+            if whole is None:
+                return
+            packet, seq = whole
+        out = self.reorder.push(frame.flow, frame.flow_seq, seq, packet, now)
         if out:
             self.delivered.extend(out)
             self.stats["tun_out"] += len(out)
+
+    def _reassemble(self, frame: wire.Data, tag: tuple[int, bool], now: float
+                    ) -> tuple[bytes, int] | None:
+        """Add a fragment; the whole packet and its first fragment's seq once all are in."""
+        index, last = tag
+        base = (frame.seq - index) & (SEQ_MOD - 1)
+        part = self._partial.get(base)
+        if part is None:
+            if len(self._partial) >= MAX_PARTIAL:
+                del self._partial[next(iter(self._partial))]
+                self.stats["fragments_expired"] += 1
+            part = self._partial[base] = _Partial(now, frame.flow, frame.flow_seq)
+        elif (part.flow, part.fseq) != (frame.flow, frame.flow_seq) or (
+                part.count and (last or index >= part.count)):
+            del self._partial[base]  # fragments that do not belong together
+            self.stats["bad_frames"] += 1
+            return None
+        part.pieces[index] = frame.packet[1:]
+        if last:
+            part.count = index + 1
+        if not part.count or len(part.pieces) < part.count:
+            return None
+        del self._partial[base]
+        pieces = part.pieces
+        if any(i not in pieces for i in range(part.count)):
+            self.stats["bad_frames"] += 1
+            return None
+        self.stats["reassembled"] += 1
+        return b"".join(pieces[i] for i in range(part.count)), base
+
+    def _expire_partial(self, now: float) -> None:
+        partial = self._partial
+        while partial:
+            base, part = next(iter(partial.items()))
+            if now - part.started < FRAGMENT_TIMEOUT:
+                return
+            del partial[base]
+            self.stats["fragments_expired"] += 1
 
     def _on_feedback(self, fb: wire.Feedback, now: float, now_us: int) -> None:
         link = self._by_id.get(fb.link)
@@ -340,6 +425,8 @@ class Bond:
     def on_timer(self, now: float) -> None:
         self._now = now
         self._reserve(now)
+        if self._partial:
+            self._expire_partial(now)
         for link in self.links:
             self._pump(link, now)
             changed = link.check_silence(now)
@@ -392,6 +479,7 @@ class Bond:
         """The peer restarted: its sequence numbers start over."""
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
+        self._partial.clear()
         for link in self.links:
             link.head_known = False
 

@@ -10,7 +10,9 @@ The transport header (12 bytes) is the AEAD associated data; the nonce is
 0x000000 || link_id || counter as 8 bytes little-endian (Noise ChaChaPoly layout).
 
 Transport plaintext:  timestamp_us(4) then frames; a DATA/UNORDERED frame, if present, is last
-and its payload runs to the end.
+and its payload runs to the end. The payload is an IP packet (first byte 0x4_ or 0x6_) or a
+fragment of one: tag(1) = last<<5 | index (always < 0x40), then a piece. The fragments of
+a packet take consecutive seqs (index 0 first) and share its flow_seq.
   DATA      0x01 flow(1) flow_seq(2) seq(4) packet...
   UNORDERED 0x02 flow(1) flow_seq(2) seq(4) packet...   (sent outside its link's queue order)
   PROBE     0x03 head(4)
@@ -58,6 +60,12 @@ FEEDBACK: Final = struct.Struct("!BBIIIIIi6s")
 NACK_HEAD: Final = struct.Struct("!BBB")
 NACK_MAX: Final = 32
 
+FRAGMENT_TAG_END: Final = 0x40  # a DATA payload starting below this is a fragment
+FRAGMENT_LAST: Final = 0x20
+FRAGMENT_INDEX: Final = 0x1F
+MAX_FRAGMENTS: Final = 32
+DEFAULT_FRAGMENTS: Final = 6  # the TUN MTU is this many datagrams' worth (see tun_mtu)
+
 # Bytes added around an inner IP packet inside the outer UDP payload.
 DATA_OVERHEAD: Final = TRANSPORT_HEADER_LEN + TAG_LEN + INNER_TS_LEN + DATA_HEADER_LEN  # 40
 UDP_HEADER: Final = 8
@@ -69,10 +77,36 @@ class WireError(ValueError):
     """The only exception decoding raises: the datagram is malformed."""
 
 
-def tun_mtu(link_mtu: int, outer_ipv6: bool) -> int:
-    """Largest inner packet whose outer datagram fits link_mtu without IP fragmentation."""
+def whole_mtu(link_mtu: int, outer_ipv6: bool) -> int:
+    """Largest inner packet carried whole in one datagram that fits link_mtu unfragmented."""
     ip = IPV6_HEADER if outer_ipv6 else IPV4_HEADER
     return link_mtu - ip - UDP_HEADER - DATA_OVERHEAD
+
+
+def tun_mtu(link_mtu: int, outer_ipv6: bool, fragments: int = DEFAULT_FRAGMENTS) -> int:
+    """The inner MTU: `fragments` full fragments (one datagram each). Larger inner packets
+    carry their IP and TCP headers, and the inner TCP's per-packet costs, fewer times per
+    byte: the tunnel's overhead falls from about 4.5 % of a 1500-byte link to about 1 %."""
+    whole = whole_mtu(link_mtu, outer_ipv6)
+    return whole if fragments <= 1 else fragments * (whole - 1)
+
+
+def split(packet: bytes, room: int) -> list[bytes]:
+    """Fragment payloads (tag + piece, each at most `room` bytes) for a packet larger than
+    `room`, in near-equal pieces. Raises WireError past MAX_FRAGMENTS."""
+    count = -(-len(packet) // (room - 1))
+    if count > MAX_FRAGMENTS:
+        raise WireError(f"packet of {len(packet)} bytes needs more than {MAX_FRAGMENTS} fragments")
+    piece = -(-len(packet) // count)
+    return [bytes(((FRAGMENT_LAST if i == count - 1 else 0) | i,)) + packet[i * piece:(i + 1) * piece]
+            for i in range(count)]
+
+
+def fragment_tag(payload: bytes) -> tuple[int, bool] | None:
+    """(index, last) if a DATA payload is a fragment, else None (it is a whole IP packet)."""
+    if not payload or payload[0] >= FRAGMENT_TAG_END:
+        return None
+    return payload[0] & FRAGMENT_INDEX, bool(payload[0] & FRAGMENT_LAST)
 
 
 def _u48(raw: bytes) -> int:

@@ -33,7 +33,7 @@ class ClientDaemon(DaemonBase):
         for i, spec in enumerate(cfg.links):
             mtu = spec.mtu or interface_mtu(spec.bind) or 1500
             link_cfgs.append(LinkConfig(spec.name, i, mtu))
-        self.mtu = min(tun_mtu(lc.mtu, outer_v6) for lc in link_cfgs)
+        self.mtu = min(tun_mtu(lc.mtu, outer_v6, cfg.fragments) for lc in link_cfgs)
         now = time.monotonic()
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
                               cfg.scheduler, cfg.queue_ms / 1000, outer_v6)

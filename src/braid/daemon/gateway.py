@@ -29,7 +29,7 @@ class GatewayDaemon(DaemonBase):
             self.sock = Listener(*cfg.listen)
             self.opened(self.sock.close)
             outer_v6 = self.sock.family == socket.AF_INET6
-            self.mtu = tun_mtu(cfg.mtu, outer_v6)
+            self.mtu = tun_mtu(cfg.mtu, outer_v6, cfg.fragments)
             clients = tuple(ClientEntry(c.name, c.public_key, c.addresses) for c in cfg.clients)
             params = GatewayParams(cfg.private_key, clients, cfg.scheduler, cfg.queue_ms / 1000,
                                    cfg.mtu, outer_v6)
