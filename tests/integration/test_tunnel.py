@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from braid.core.wire import DEFAULT_FRAGMENTS
 from braid.lab.netns import Namespaces
 
 pytestmark = pytest.mark.root
@@ -251,7 +252,10 @@ def test_ipv6_outside_the_tunnel(tmp_path):
         _wait_for(pings, 15, "a ping through a tunnel over IPv6")
         reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
         mtu = json.loads(reply.stdout)["mtu"]
-        assert mtu == 1500 - 40 - 8 - 40
-        # a full-size inner packet crosses with DF set: no fragmentation anywhere
+        assert mtu == DEFAULT_FRAGMENTS * (1500 - 40 - 8 - 40 - 1)  # whole datagrams over IPv6
+        # a full-size inner packet crosses with DF set: braid cuts it into datagrams that
+        # fit the IPv6 uplink whole
         big = ns.run("site", ["ping", "-c", "2", "-M", "do", "-s", str(mtu - 28), "10.78.0.1"], check=False)
         assert big.returncode == 0, big.stdout
+        reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
+        assert json.loads(reply.stdout)["peers"][0]["counters"]["fragmented"] >= 2
