@@ -259,3 +259,71 @@ def test_ipv6_outside_the_tunnel(tmp_path):
         assert big.returncode == 0, big.stdout
         reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
         assert json.loads(reply.stdout)["peers"][0]["counters"]["fragmented"] >= 2
+
+
+def test_forwarded_tcp_from_a_lan_host_is_clamped_to_whole_datagrams(tmp_path):
+    """A LAN host behind the client (MTU 1500) sends TCP through the tunnel: its SYN's MSS is
+    clamped so its segments travel whole, while the hosts' own traffic uses the larger TUN MTU."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces)")
+    with Namespaces() as ns:
+        for name in ("lan", "site", "gw"):
+            ns.add(name)
+        ns.veth("lan", "eth0", "site", "lan0")
+        ns.run("lan", ["ip", "addr", "add", "10.90.0.2/24", "dev", "eth0"])
+        ns.run("lan", ["ip", "route", "add", "default", "via", "10.90.0.1"])
+        ns.run("site", ["ip", "addr", "add", "10.90.0.1/24", "dev", "lan0"])
+        ns.run("site", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        ns.veth("site", "up0", "gw", "up0")
+        ns.run("site", ["ip", "addr", "add", "10.201.0.1/30", "dev", "up0"])
+        ns.run("gw", ["ip", "addr", "add", "10.201.0.2/30", "dev", "up0"])
+        gk, gp = _key()
+        ck, cp = _key()
+        (tmp_path / "g.toml").write_text(f'''[gateway]
+private_key = "{gk}"
+listen = "10.201.0.2:7000"
+address = ["10.79.0.1/24"]
+control = "{tmp_path}/g.sock"
+[[client]]
+name = "site"
+public_key = "{cp}"
+address = ["10.79.0.2/32", "10.90.0.0/24"]
+''')
+        (tmp_path / "c.toml").write_text(f'''[client]
+private_key = "{ck}"
+address = ["10.79.0.2/24"]
+control = "{tmp_path}/c.sock"
+[gateway]
+public_key = "{gp}"
+endpoint = "10.201.0.2:7000"
+[[link]]
+name = "l0"
+bind = "up0"
+''')
+        ns.popen("gw", [*BRAID, "gateway", "-c", str(tmp_path / "g.toml")], stderr=subprocess.DEVNULL)
+        _wait_for(lambda: (tmp_path / "g.sock").exists(), 10, "the gateway")
+        ns.popen("site", [*BRAID, "client", "-c", str(tmp_path / "c.toml")], stderr=subprocess.DEVNULL)
+        ping = ["ping", "-c", "1", "-W", "1", "10.79.0.1"]
+        _wait_for(lambda: ns.run("lan", ping, check=False).returncode == 0, 15,
+                  "a ping from the LAN host through the tunnel")
+
+        def fragmented() -> int:
+            reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
+            return json.loads(reply.stdout)["peers"][0]["counters"]["fragmented"]
+
+        server = ns.popen("gw", ["iperf3", "-s", "-1", "-B", "10.79.0.1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.4)
+        before = fragmented()
+        out = ns.run("lan", ["iperf3", "-c", "10.79.0.1", "-n", "4M", "-J"], timeout=60)
+        server.wait(timeout=10)
+        sent = json.loads(out.stdout)["end"]["sum_sent"]["bytes"]
+        assert sent >= 4_000_000
+        assert fragmented() == before, "the LAN host's TCP segments were cut into fragments"
+        # the client host's own TCP still uses the large TUN MTU
+        server = ns.popen("gw", ["iperf3", "-s", "-1", "-B", "10.79.0.1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.4)
+        ns.run("site", ["iperf3", "-c", "10.79.0.1", "-n", "4M", "-J"], timeout=60)
+        server.wait(timeout=10)
+        assert fragmented() - before > 100

@@ -12,11 +12,11 @@ from braid.config import ClientConfig
 from braid.control.server import ControlServer
 from braid.core.client import ClientCore, ClientParams
 from braid.core.link import LinkConfig
-from braid.core.wire import tun_mtu
+from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.netlink import interface_mtu
 from braid.io.udp import ANCILLARY, link_socket, resolve, rx_stamp
 
-from .common import DaemonBase, arrival_time, bring_up_tun
+from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss
 
 log = logging.getLogger("braid.client")
 
@@ -52,6 +52,8 @@ class ClientDaemon(DaemonBase):
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
             self.opened(self.tun.close)
             self.opened(netsetup.teardown)
+            clamp_forwarded_mss(netsetup, min(whole_mtu(lc.mtu, outer_v6) for lc in link_cfgs),
+                                cfg.fragments)
             self.loop.add(self.tun.fd, self._on_tun)
             self.control = ControlServer(cfg.control, self._on_control)
             self.opened(self.control.close)

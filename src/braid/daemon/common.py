@@ -11,7 +11,7 @@ from typing import Any
 from braid.control.metrics import SLICE, Throughput
 from braid.control.status import link_counters, peer_status
 from braid.core.session import Peer
-from braid.io.netlink import InterfaceSetup
+from braid.io.netlink import InterfaceSetup, NetlinkError
 from braid.io.tun import Tun
 
 from .loop import EventLoop
@@ -38,6 +38,17 @@ def bring_up_tun(name: str, mtu: int, addresses: tuple[Interface, ...]) -> tuple
         tun.close()
         raise
     return tun, setup
+
+
+def clamp_forwarded_mss(setup: InterfaceSetup, whole_mtu: int, fragments: int) -> None:
+    """With a TUN MTU above one datagram, clamp forwarded TCP to segments that fit one."""
+    if fragments <= 1:
+        return
+    try:
+        setup.clamp_mss(whole_mtu)
+    except NetlinkError as exc:
+        log.warning("forwarded TCP MSS not clamped (%s): full-size packets from other hosts "
+                    "will take two datagrams each", exc)
 
 
 def arrival_time(stamp: float | None, offset: float, now: float) -> float:

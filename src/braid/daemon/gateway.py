@@ -11,10 +11,10 @@ from typing import Any
 from braid.config import GatewayConfig
 from braid.control.server import ControlServer
 from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
-from braid.core.wire import tun_mtu
+from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.udp import Listener
 
-from .common import DaemonBase, arrival_time, bring_up_tun
+from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss
 
 log = logging.getLogger("braid.gateway")
 
@@ -38,6 +38,7 @@ class GatewayDaemon(DaemonBase):
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
             self.opened(self.tun.close)
             self.opened(netsetup.teardown)
+            clamp_forwarded_mss(netsetup, whole_mtu(cfg.mtu, outer_v6), cfg.fragments)
             for c in cfg.clients:  # routes for client prefixes outside the gateway's own subnets
                 for net in c.addresses:
                     if not any(net.subnet_of(a.network) for a in cfg.addresses if a.version == net.version):

@@ -1,9 +1,10 @@
-"""Interface configuration through the `ip` command (iproute2), with exact undo."""
+"""Interface configuration through the `ip` and `nft` commands, with exact undo."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,10 +15,17 @@ class NetlinkError(RuntimeError):
     pass
 
 
-def ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+def _run(argv: tuple[str, ...], stdin: str | None = None) -> None:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise NetlinkError(f"{argv[0]}: command not found") from None
     if proc.returncode != 0:
-        raise NetlinkError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+        raise NetlinkError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+
+
+def ip(*args: str) -> None:
+    _run(("ip", *args))
 
 
 def interface_mtu(name: str) -> int | None:
@@ -32,7 +40,7 @@ class InterfaceSetup:
 
     def __init__(self, device: str) -> None:
         self.device = device
-        self._undo: list[tuple[str, ...]] = []
+        self._undo: list[tuple[str, ...]] = []  # whole commands, run in reverse order
 
     def up(self, mtu: int, txqueuelen: int = 2000) -> None:
         ip("link", "set", "dev", self.device, "mtu", str(mtu), "txqueuelen", str(txqueuelen), "up")
@@ -42,16 +50,36 @@ class InterfaceSetup:
         if iface.version == 6:
             args += ("nodad",)
         ip(*args)
-        self._undo.append(("addr", "del", str(iface), "dev", self.device))
+        self._undo.append(("ip", "addr", "del", str(iface), "dev", self.device))
 
     def add_route(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
         ip("route", "replace", str(net), "dev", self.device)
-        self._undo.append(("route", "del", str(net), "dev", self.device))
+        self._undo.append(("ip", "route", "del", str(net), "dev", self.device))
+
+    def clamp_mss(self, whole_mtu: int) -> None:
+        """Forwarded TCP through the TUN (either way) is told an MSS whose segments fit one
+        datagram (`whole_mtu` bytes of inner packet): the TUN MTU is larger, for the hosts'
+        own traffic, but a LAN host's 1500-byte packets would otherwise take two datagrams."""
+        table = "braid_" + re.sub(r"[^A-Za-z0-9_]", "_", self.device)
+        rules = []
+        for family, mss in (("ipv4", whole_mtu - 40), ("ipv6", whole_mtu - 60)):
+            for match in ("oifname", "iifname"):
+                rules.append(f'{match} "{self.device}" meta nfproto {family} tcp flags & (syn | rst) == syn '
+                             f"tcp option maxseg size > {mss} tcp option maxseg size set {mss}")
+        body = "\n".join(f"    {r}" for r in rules)
+        _run(("nft", "-f", "-"), f"""table inet {table} {{
+  chain forward {{
+    type filter hook forward priority mangle; policy accept;
+{body}
+  }}
+}}
+""")
+        self._undo.append(("nft", "delete", "table", "inet", table))
 
     def teardown(self) -> None:
-        for args in reversed(self._undo):
+        for argv in reversed(self._undo):
             try:
-                ip(*args)
+                _run(argv)
             except NetlinkError as exc:  # gone with the device already
                 log.debug("%s", exc)
         self._undo.clear()
