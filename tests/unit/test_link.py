@@ -130,13 +130,13 @@ def _reserved_estimator():
 
     est = RateEstimator(0.0)
     est.backlogged_since = 0.0
-    est.startup = False
-    est.reserved = True
     t_us = rx = 0
     for k in range(1, 40):  # 10 Mbit/s proved before it was reserved
         t_us += 20_000
         rx += 25_000
         est.on_delivery(k * 0.02, t_us, rx)
+    est.startup = False
+    est.reserved = True
     return est, t_us, rx
 
 
@@ -146,9 +146,10 @@ def test_a_reserved_link_paced_under_its_capacity_keeps_its_estimate():
         t_us += 20_000
         rx += int(0.95 * 25_000)
         est.on_delivery(k * 0.02, t_us, rx)
-        est.on_queue(k * 0.02, 0.0, data_idle=False)
+        # the link is full: its gentle probes queue a little (less than the drain threshold)
+        est.on_queue(k * 0.02, 0.6 * est.reserved_queue_target(), data_idle=False)
         est.on_phase_clock(k * 0.02, 0.03)
-        assert not est.startup  # no queue shows because it is held back, not from headroom
+        assert not est.startup  # little queue shows because it is held back, not from headroom
     assert est.capacity() > 9.5e6
     assert est.pacing_rate() <= 1.05 * est.capacity()  # its probes stay gentle
 
@@ -178,3 +179,17 @@ def test_one_way_delay_and_delivery_time_use_the_kernel_arrival_not_the_read_tim
     reports = [f for p in sent for f in wire.decode_plaintext(p)[1] if isinstance(f, wire.Feedback)]
     assert reports and reports[-1].rx_time_us == 1_000_000
     assert abs(reports[-1].echo_hold_us - 200_000) <= 1  # the read lag is the peer's hold, not path RTT
+
+
+
+def test_a_reserved_link_that_never_queues_even_when_probing_starts_up_again():
+    est, t_us, rx = _reserved_estimator()
+    for k in range(40, 200):  # its estimate is far too low: not even a probe makes a queue
+        t_us += 20_000
+        rx += int(0.98 * 25_000)
+        est.on_delivery(k * 0.02, t_us, rx)
+        est.on_queue(k * 0.02, 0.0, data_idle=False)
+        est.on_phase_clock(k * 0.02, 0.03)
+        if est.startup:
+            break
+    assert est.startup

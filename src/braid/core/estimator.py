@@ -7,14 +7,16 @@
   forgets the old figure within the window once it is driven again.
 - Startup: pace at twice the estimate until a standing queue shows (the pipe is full).
   A driven link that shows no queue through a whole probe cycle has headroom: startup again
-  (not a reserved link: it shows no queue because it is paced under its capacity).
+  (a reserved link, paced under its capacity, must show no queue even from its probe).
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
   queue). A link reserved for interactive traffic cruises just under its estimate and
   drains whenever more than about one packet stands in its queue, so an interactive packet
   waits behind at most one bulk packet; its probes are gentle (a 1.25 probe would queue
   a quarter of a phase, 20 ms, in front of every ping), and since its pacing is held
-  below capacity on purpose, its delivery samples only ever raise the estimate.
+  below capacity on purpose, its delivery samples only ever raise the estimate. Its
+  startup (at 1.5x) ends once a queue of about a packet shows; it starts up again only if
+  not even its probe queued half a packet.
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
   as congestion) paces below the estimate and resets it to what gets through.
@@ -171,9 +173,12 @@ class RateEstimator:
         self._phase_start = now
         self._phase = (self._phase + 1) % len(CYCLE)
         if self._phase == 0:
-            if (not self.startup and not self.reserved and self.driven(now)
-                    and self._cycle_max_queue < self.queue_target()):
-                self.startup = True  # driven, probed, and still no queue: there is headroom
+            # driven, probed, and still no queue: there is headroom. A reserved link shows
+            # little queue anyway (held under its estimate, gentle probe): it must show
+            # none at all, not even from its probe.
+            quiet = (0.5 * self.reserved_queue_target() if self.reserved else self.queue_target())
+            if not self.startup and self.driven(now) and self._cycle_max_queue < quiet:
+                self.startup = True
             self._cycle_max_queue = 0.0
 
     def restart_startup(self) -> None:

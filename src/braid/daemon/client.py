@@ -16,7 +16,7 @@ from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.netlink import interface_mtu
 from braid.io.udp import ANCILLARY, link_socket, resolve, rx_stamp
 
-from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss
+from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
 
 log = logging.getLogger("braid.client")
 
@@ -80,10 +80,9 @@ class ClientDaemon(DaemonBase):
         return read
 
     def _on_tun(self, now: float) -> None:
-        for packet in self.tun.read_batch():
-            self.core.on_tun_packet(packet, now)
+        read_tun(self.tun, self.core.on_tun_packet, self._send, now)
 
-    def _flush(self, now: float) -> None:
+    def _send(self) -> None:
         out = self.core.datagrams
         if out:
             for dg in out:
@@ -95,6 +94,9 @@ class ClientDaemon(DaemonBase):
                 except OSError:
                     self.send_errors += 1
             out.clear()
+
+    def _flush(self, now: float) -> None:
+        self._send()
         self.write_delivered(self.tun, self.core.delivered)
         self.log_events([self.core.peer], self.core.events, name_peers=False)
         self.book.maybe_sample(now, [self.core.peer])

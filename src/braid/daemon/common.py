@@ -40,6 +40,25 @@ def bring_up_tun(name: str, mtu: int, addresses: tuple[Interface, ...]) -> tuple
     return tun, setup
 
 
+TUN_CHUNK = 8  # packets read from the TUN before the datagrams they made are sent
+TUN_CHUNKS = 8  # chunks per wake-up (then timers and the other sockets get their turn)
+
+
+def read_tun(tun: Tun, on_packet: Callable[[bytes, float], None], send: Callable[[], None],
+             now: float) -> None:
+    """Read the TUN in small chunks and send after each: datagrams carry the time they were
+    built, and the peer measures one-way delay from it, so they must leave soon after (a
+    chunk of 8 large packets is ~50 datagrams, about a millisecond of work)."""
+    for _ in range(TUN_CHUNKS):
+        packets = tun.read_batch(TUN_CHUNK)
+        for packet in packets:
+            on_packet(packet, now)
+        send()
+        if len(packets) < TUN_CHUNK:
+            return
+        now = time.monotonic()
+
+
 def clamp_forwarded_mss(setup: InterfaceSetup, whole_mtu: int, fragments: int) -> None:
     """With a TUN MTU above one datagram, clamp forwarded TCP to segments that fit one."""
     if fragments <= 1:

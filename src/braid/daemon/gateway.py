@@ -14,7 +14,7 @@ from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
 from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.udp import Listener
 
-from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss
+from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
 
 log = logging.getLogger("braid.gateway")
 
@@ -58,16 +58,18 @@ class GatewayDaemon(DaemonBase):
             on_datagram(addr, data, now, arrival_time(stamp, offset, now))
 
     def _on_tun(self, now: float) -> None:
-        for packet in self.tun.read_batch():
-            self.core.on_tun_packet(packet, now)
+        read_tun(self.tun, self.core.on_tun_packet, self._send, now)
 
-    def _flush(self, now: float) -> None:
+    def _send(self) -> None:
         send = self.sock.send
         for dg in self.core.drain_datagrams():
             try:
                 send(dg.data, dg.addr)
             except OSError:
                 self.send_errors += 1
+
+    def _flush(self, now: float) -> None:
+        self._send()
         peers = list(self.core.peers.values())
         self.write_delivered(self.tun, self.core.delivered)
         self.log_events(peers, self.core.events, name_peers=True)
