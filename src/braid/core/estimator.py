@@ -90,10 +90,17 @@ class RateEstimator:
         # (capped well inside what SAMPLE_REPORTS reports span: a low estimate must still be
         # able to take the sample that raises it)
         shortest = min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / self.capacity()))
-        for i in range(max(0, len(hist) - SAMPLE_REPORTS), len(hist)):
+        # the longest span of the last few reports; in startup, where the rate doubles every
+        # few reports and a long average lags it, the shortest span long enough
+        indices = range(max(0, len(hist) - SAMPLE_REPORTS), len(hist))
+        if self.startup:
+            indices = indices[::-1][1:]
+        for i in indices:
             t0, b0 = hist[i]
             span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
             if span < shortest:
+                if self.startup:
+                    continue
                 return
             if span <= 1.0:
                 self.recent_rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
