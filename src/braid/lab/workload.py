@@ -52,7 +52,11 @@ def _iperf_once(ns: Namespaces, server_ip: str, seconds: float, direction: str, 
           interval: float = 0.1, omit: float = 0.0) -> TransferResult:
     """One iperf3 run from the site (client) to a server in the gateway namespace.
     `direction` up: site sends; down: gateway sends (-R). Samples are receiver side."""
-    server = ns.popen("gw", ["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
+    # the server reports in JSON at the same interval, so that an upload's samples are the
+    # receiver's (with a text server, --get-server-output carries no intervals and the
+    # sender's bursty socket writes would stand in for them)
+    server = ns.popen("gw", ["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port), "-J",
+                             "-i", f"{interval:g}"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
@@ -91,8 +95,10 @@ def _iperf_once(ns: Namespaces, server_ip: str, seconds: float, direction: str, 
     goodput = end["sum_received"]["bits_per_second"] / 1e6
     retrans = int(end["sum_sent"].get("retransmits", 0))
     if direction == "up":
-        server_json = data.get("server_output_json") or {}
-        intervals = server_json.get("intervals", data["intervals"])
+        server_json = data.get("server_output_json")
+        if not server_json or not server_json.get("intervals"):
+            raise LabError("iperf3 gave no receiver-side intervals for an upload")
+        intervals = server_json["intervals"]
     else:
         intervals = data["intervals"]
     return TransferResult(goodput, retrans, _samples(intervals))
