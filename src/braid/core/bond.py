@@ -39,7 +39,7 @@ RESEND_LOSS_PENALTY = 0.2  # seconds of predicted delay per unit of loss, for re
 INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
-MAX_PARTIAL = 2048  # partly received packets kept at most
+MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
 
