@@ -29,15 +29,21 @@ def _stream(net: FakeNet, start: float, stop: float, per_ms: int, up: bool = Tru
     return n
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_packets_larger_than_a_datagram_arrive_whole_and_once(seed):
+def _hostile(seed: int, fibre_loss: float) -> FakeNet:
+    """Two links that lose, duplicate, reorder and jitter; the tunnel established over them."""
     links = {
-        "fibre": FakeLink(rate_bps=20e6, delay=0.005, jitter=0.002, loss=0.02, duplicate=0.02,
+        "fibre": FakeLink(rate_bps=20e6, delay=0.005, jitter=0.002, loss=fibre_loss, duplicate=0.02,
                           reorder=0.02),
         "lte": FakeLink(rate_bps=10e6, delay=0.030, jitter=0.010, loss=0.02, duplicate=0.02),
     }
     net = FakeNet(links, seed=seed)
     _established(net)
+    return net
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_packets_larger_than_a_datagram_arrive_whole_and_once(seed):
+    net = _hostile(seed, fibre_loss=0.02)
     sizes = [1433, 2000, 5000, 8586]  # just past one datagram, up to the default TUN MTU
     sent = {}
     t, n = 0.5, 0
@@ -72,13 +78,7 @@ def test_handshake_and_both_directions():
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_hostile_network_never_duplicates_and_recovers_losses(seed):
-    links = {
-        "fibre": FakeLink(rate_bps=20e6, delay=0.005, jitter=0.002, loss=0.01, duplicate=0.02,
-                          reorder=0.02),
-        "lte": FakeLink(rate_bps=10e6, delay=0.030, jitter=0.010, loss=0.02, duplicate=0.02),
-    }
-    net = FakeNet(links, seed=seed)
-    _established(net)
+    net = _hostile(seed, fibre_loss=0.01)
     sent = _stream(net, 0.5, 2.5, 2)  # ~19.7 Mbit/s offered, under the 30 Mbit/s sum
     net.run_until(4.0)
     got = [packet_seq(p) for p in net.to_gateway]
