@@ -36,9 +36,11 @@ from .scheduler import assign, make_scheduler, pick_urgent
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
 STARTUP_QUEUE_PACKETS = 64
 RESEND_LOSS_PENALTY = 0.2  # seconds of predicted delay per unit of loss, for resends
+RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is not reserved
 INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
+REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's delay spread)
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
@@ -180,23 +182,31 @@ class Bond:
             link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
             self._send_data(link, flow, fseq, seq, payload, True, now)
             return True
-        link = self.scheduler.pick(self.links, size, now)
-        return self._enqueue(link, size, (flow, fseq, seq, payload, False), now, admitted)
+        links = self.links
+        if not admitted:
+            # the earliest arrival among the links with room: a full link's packet goes to
+            # the next best (a satellite behind a full 4G link adds capacity, not loss); only
+            # when every link is full is the packet dropped, and the inner flow slows down
+            links = [lk for lk in links if lk.usable and self._has_room(lk, now)]
+            if not links and any(lk.usable for lk in self.links):
+                self.stats["queue_drops"] += 1
+                return False
+            links = links or self.links
+        self._enqueue(self.scheduler.pick(links, size, now), size,
+                      (flow, fseq, seq, payload, False), now)
+        return True
 
-    def _enqueue(self, link: Link, size: int, item: Item, now: float, admitted: bool = False) -> bool:
-        """Queue a packet on a link. `admitted`: already accepted once (moved off a failed
-        link, or a later fragment of an accepted packet): delivered late rather than dropped."""
-        start = link.backlog_end(now)
-        if not admitted and start - now > self.queue_limit and not (
-                link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS):
-            # the tunnel is full: the inner flow must slow down. While a link's estimate is
-            # still ramping up, time at that estimate understates the room: keep a few packets.
-            self.stats["queue_drops"] += 1
-            return False
+    def _has_room(self, link: Link, now: float) -> bool:
+        """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is
+        still ramping up, time at that estimate understates the room: a few packets more."""
+        return (link.backlog_end(now) - now <= self.queue_limit
+                or (link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
+
+    def _enqueue(self, link: Link, size: int, item: Item, now: float) -> None:
+        """Queue a packet on a link and hand what its pacing allows to the socket."""
         assign(link, size)
         self._queues[link.id].append((size, *item))
         self._pump(link, now)
-        return True
 
     def _pump(self, link: Link, now: float) -> None:
         """Hand packets to the link at its pacing rate (up to LINK_BACKLOG ahead)."""
@@ -247,7 +257,7 @@ class Bond:
             self._resend(unacked, now)
         for item in queued:
             size = self._data_size(item[3])
-            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now, admitted=True)
+            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
 
     # ------------------------------------------------------------------ receive side
 
@@ -394,7 +404,7 @@ class Bond:
             hi = max(avg + 3 * dev for avg, dev in stats)
             lo = min(avg - dev for avg, dev in stats)
             spread = (hi - lo) / 1e6
-        timeout = min(0.300, max(0.010, spread + 0.005))
+        timeout = min(REORDER_TIMEOUT_MAX, max(0.010, spread + 0.005))
         if self._now < self._nack_hold_until:
             timeout = max(timeout, self._nack_hold_until - self._now + 0.005)
         return timeout
@@ -410,13 +420,17 @@ class Bond:
     # ------------------------------------------------------------------ timers
 
     def _reserve(self, now: float) -> None:
-        """While interactive traffic flows, the lowest-latency usable link is paced just under
-        its estimate so its bottleneck queue stays near empty for them."""
+        """While interactive traffic flows, the lowest-latency usable link, if its delay is
+        steady, is paced just under its estimate so its bottleneck queue stays near empty."""
         want = None
         if now < self._interactive_until:
             usable = [lk for lk in self.links if lk.usable and lk.srtt is not None]
             if len(usable) > 1:
                 want = min(usable, key=lambda lk: lk.min_rtt.get(lk.srtt or 1.0))
+                if want.est.delay_noise > RESERVE_NOISE_MAX:
+                    # a jittery link cannot promise low delay anyway, and the queue of about
+                    # a packet a reserved link is held to cannot be told from its jitter
+                    want = None
         if want is not self._reserved:
             for link in self.links:
                 link.set_reserved(link is want)

@@ -72,6 +72,7 @@ class RateEstimator:
         self.queue: float | None = None  # seconds of standing queue, from one-way delays
         self._brake_since: float | None = None
         self.delay_noise = 0.0  # seconds of one-way delay variation while not driven
+        self._noise_samples = 0
 
     # ---------------------------------------------------------------- inputs
 
@@ -143,7 +144,7 @@ class RateEstimator:
         self._overdrive_streak += 1
         if self._overdrive_streak >= 2:
             self._bw.reset(now, max(MIN_RATE, delivered, 0.5 * self.capacity()))
-            self.startup = False
+            self._end_startup()
             self.overdriven += 1
             self._overdrive_streak = 0
             tx.clear()
@@ -154,7 +155,11 @@ class RateEstimator:
         self.queue = queue
         self._cycle_max_queue = max(self._cycle_max_queue, queue)
         if data_idle:
-            self.delay_noise += (queue - self.delay_noise) * NOISE_WEIGHT
+            # a plain mean of the first readings, then a moving average: a tunnel that
+            # starts a transfer right after it comes up must already know its links' jitter
+            self._noise_samples += 1
+            weight = max(NOISE_WEIGHT, 1 / self._noise_samples)
+            self.delay_noise += (queue - self.delay_noise) * weight
         if not self.braking():
             self._brake_since = None
         elif self._brake_since is None:
@@ -167,7 +172,7 @@ class RateEstimator:
             self._brake_since = now
         full = self.reserved_queue_target() if self.reserved else 2 * self.queue_target()
         if self.startup and queue > full:
-            self.startup = False  # the pipe is full
+            self._end_startup()  # the pipe is full
             self._phase = 1  # drain what startup queued
             self._phase_start = now
 
@@ -187,6 +192,9 @@ class RateEstimator:
             if not self.startup and self.driven(now) and self._cycle_max_queue < quiet:
                 self.startup = True
             self._cycle_max_queue = 0.0
+
+    def _end_startup(self) -> None:
+        self.startup = False
 
     def restart_startup(self) -> None:
         self.startup = True
@@ -219,7 +227,7 @@ class RateEstimator:
     def pacing_rate(self) -> float:
         cap = self.capacity()
         if self.braking():
-            self.startup = False
+            self._end_startup()
             return max(MIN_RATE, cap * BRAKE_GAIN)
         if self.startup:
             return cap * (RESERVED_STARTUP_GAIN if self.reserved else STARTUP_GAIN)
