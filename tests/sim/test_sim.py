@@ -170,3 +170,37 @@ def test_interactive_traffic_reserves_the_lowest_latency_link_and_skips_the_queu
     assert RESERVED_CYCLE[-1] in gains and 1.0 not in gains
     pings = [p for p in net.to_gateway if p[9] == 1]
     assert len(pings) >= 95
+
+
+def test_a_full_fast_link_spills_onto_a_slow_high_delay_link_instead_of_dropping():
+    """4G (8 Mbit/s, 30 ms) and a satellite (20 Mbit/s, 300 ms): offered 16 Mbit/s, more than
+    the 4G carries. The earliest-arrival link is always the 4G; once its queue is full the
+    satellite takes the rest, rather than the tunnel dropping it."""
+    net = FakeNet({"lte": FakeLink(rate_bps=8e6, delay=0.030), "sat": FakeLink(rate_bps=20e6, delay=0.300)},
+                  seed=5)
+    net.run_until(2.0)  # the satellite needs a few of its round trips to be admitted
+    assert all(link.usable for link in net.client.peer.bond.links)
+    sent = _stream(net, 2.0, 8.0, 2, up=True)  # 2 x 1200-byte packets per ms: ~19 Mbit/s
+    net.run_until(10.0)
+    bond = net.client.peer.bond
+    lte, sat = bond.links
+    assert sat.tx_bytes > 0.4 * (lte.tx_bytes + sat.tx_bytes)
+    assert len(net.to_gateway) > 0.8 * sent
+    assert bond.stats["queue_drops"] < 0.2 * sent
+
+
+def test_a_jittery_lowest_latency_link_is_not_reserved():
+    net = FakeNet({"slow": FakeLink(rate_bps=8e6, delay=0.040),
+                   "fast": FakeLink(rate_bps=8e6, delay=0.015, jitter=0.010)}, seed=13)
+    net.run_until(2.0)  # idle: probes only, so each link's delay noise is learned
+    bond = net.client.peer.bond
+    t = 2.0
+    for k in range(1500):  # bulk with a ping every 20 ms
+        net.send_up(udp_packet(k))
+        if k % 20 == 0:
+            net.send_up(_icmp(k))
+        t += 0.001
+        net.run_until(t)
+    fast = bond.links[1]
+    assert fast.est.delay_noise > 0.001
+    assert not any(link.reserved for link in bond.links)
