@@ -182,18 +182,24 @@ class Bond:
             link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
             self._send_data(link, flow, fseq, seq, payload, True, now)
             return True
-        links = self.links
-        if not admitted:
+        if admitted:
+            link = self.scheduler.pick(self.links, size, now)
+        else:
             # the earliest arrival among the links with room: a full link's packet goes to
             # the next best (a satellite behind a full 4G link adds capacity, not loss); only
             # when every link is full is the packet dropped, and the inner flow slows down
-            links = [lk for lk in links if lk.usable and self._has_room(lk, now)]
-            if not links and any(lk.usable for lk in self.links):
+            open_links = [lk for lk in self.links if lk.usable and self._has_room(lk, now)]
+            if open_links:
+                link = self.scheduler.pick(open_links, size, now)
+            elif any(lk.usable for lk in self.links):
+                link = None
+            else:  # none usable: the scheduler's likeliest link, if it has room
+                link = self.scheduler.pick(self.links, size, now)
+                link = link if self._has_room(link, now) else None
+            if link is None:
                 self.stats["queue_drops"] += 1
                 return False
-            links = links or self.links
-        self._enqueue(self.scheduler.pick(links, size, now), size,
-                      (flow, fseq, seq, payload, False), now)
+        self._enqueue(link, size, (flow, fseq, seq, payload, False), now)
         return True
 
     def _has_room(self, link: Link, now: float) -> bool:

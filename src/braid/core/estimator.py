@@ -144,7 +144,7 @@ class RateEstimator:
         self._overdrive_streak += 1
         if self._overdrive_streak >= 2:
             self._bw.reset(now, max(MIN_RATE, delivered, 0.5 * self.capacity()))
-            self._end_startup()
+            self.startup = False
             self.overdriven += 1
             self._overdrive_streak = 0
             tx.clear()
@@ -172,7 +172,7 @@ class RateEstimator:
             self._brake_since = now
         full = self.reserved_queue_target() if self.reserved else 2 * self.queue_target()
         if self.startup and queue > full:
-            self._end_startup()  # the pipe is full
+            self.startup = False  # the pipe is full
             self._phase = 1  # drain what startup queued
             self._phase_start = now
 
@@ -192,9 +192,6 @@ class RateEstimator:
             if not self.startup and self.driven(now) and self._cycle_max_queue < quiet:
                 self.startup = True
             self._cycle_max_queue = 0.0
-
-    def _end_startup(self) -> None:
-        self.startup = False
 
     def restart_startup(self) -> None:
         self.startup = True
@@ -227,7 +224,7 @@ class RateEstimator:
     def pacing_rate(self) -> float:
         cap = self.capacity()
         if self.braking():
-            self._end_startup()
+            self.startup = False
             return max(MIN_RATE, cap * BRAKE_GAIN)
         if self.startup:
             return cap * (RESERVED_STARTUP_GAIN if self.reserved else STARTUP_GAIN)
