@@ -204,3 +204,17 @@ def test_a_jittery_lowest_latency_link_is_not_reserved():
     fast = bond.links[1]
     assert fast.est.delay_noise > 0.001
     assert not any(link.reserved for link in bond.links)
+
+
+def test_packets_the_full_tunnel_drops_leave_no_gap_for_the_receiver_to_wait_on():
+    """Offered twice what the links carry: the tunnel drops, but a dropped packet takes no
+    sequence number, so the receiver never holds a flow for a packet that was never sent
+    (it would wait for the slow link, which sends rarely, to show the gap)."""
+    net = FakeNet({"fast": FakeLink(rate_bps=10e6, delay=0.005),
+                   "slow": FakeLink(rate_bps=1e6, delay=0.060)}, seed=7)
+    net.run_until(1.0)
+    _stream(net, 1.0, 3.0, 2, up=True)  # ~19 Mbit/s offered
+    net.run_until(4.0)
+    assert net.client.peer.bond.stats["queue_drops"] > 100
+    reorder = net.gateway.peers["site"].bond.reorder
+    assert reorder.gaps_lost == 0 and reorder.gaps_timed_out == 0

@@ -153,54 +153,52 @@ class Bond:
         urgent = klass != BULK
         if klass == INTERACTIVE:
             self._interactive_until = now + INTERACTIVE_HOLD
-        fseq = self._flow_seq[flow]
-        self._flow_seq[flow] = (fseq + 1) & 0xFFFF
         if len(packet) <= self._whole_max:
-            self._submit(flow, fseq, packet, urgent, now)
-            return
-        try:
-            pieces = wire.split(packet, self._whole_max)
-        except wire.WireError:
-            self.stats["too_big"] += 1
-            return
-        self.stats["fragmented"] += 1
-        admitted = False
-        for piece in pieces:  # if the tunnel refuses the first, the packet is dropped whole
-            admitted = self._submit(flow, fseq, piece, urgent, now, admitted)
-            if not admitted:
-                return
-
-    def _submit(self, flow: int, fseq: int, payload: bytes, urgent: bool, now: float,
-                admitted: bool = False) -> bool:
-        """Number one datagram's payload and send or queue it; False if the queue refused it."""
-        seq = self.next_seq
-        self.next_seq = (seq + 1) & (SEQ_MOD - 1)
-        size = self._data_size(payload)
-        if urgent:  # ahead of every queued bulk packet
-            self.stats["urgent"] += 1
-            link = pick_urgent(self.links, size, now, LINK_BACKLOG)
-            link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
-            self._send_data(link, flow, fseq, seq, payload, True, now)
-            return True
-        if admitted:
-            link = self.scheduler.pick(self.links, size, now)
+            pieces = [packet]
         else:
-            # the earliest arrival among the links with room: a full link's packet goes to
-            # the next best (a satellite behind a full 4G link adds capacity, not loss); only
-            # when every link is full is the packet dropped, and the inner flow slows down
-            open_links = [lk for lk in self.links if lk.usable and self._has_room(lk, now)]
-            if open_links:
-                link = self.scheduler.pick(open_links, size, now)
-            elif any(lk.usable for lk in self.links):
-                link = None
-            else:  # none usable: the scheduler's likeliest link, if it has room
-                link = self.scheduler.pick(self.links, size, now)
-                link = link if self._has_room(link, now) else None
-            if link is None:
-                self.stats["queue_drops"] += 1
-                return False
-        self._enqueue(link, size, (flow, fseq, seq, payload, False), now)
-        return True
+            try:
+                pieces = wire.split(packet, self._whole_max)
+            except wire.WireError:
+                self.stats["too_big"] += 1
+                return
+            self.stats["fragmented"] += 1
+        # numbers are taken only once the tunnel has accepted the packet: a dropped packet
+        # must leave no gap in its flow's or the global sequence, or the receiver would hold
+        # the flow until every link (the slowest, sparsest too) showed the gap was never sent
+        fseq = -1
+        for i, payload in enumerate(pieces):
+            size = self._data_size(payload)
+            if urgent:  # ahead of every queued bulk packet
+                link = pick_urgent(self.links, size, now, LINK_BACKLOG)
+            else:  # later fragments of an accepted packet are never refused
+                found = self._admit(size, now) if i == 0 else self.scheduler.pick(self.links, size, now)
+                if found is None:
+                    self.stats["queue_drops"] += 1
+                    return
+                link = found
+            if fseq < 0:
+                fseq = self._flow_seq[flow]
+                self._flow_seq[flow] = (fseq + 1) & 0xFFFF
+            seq = self.next_seq
+            self.next_seq = (seq + 1) & (SEQ_MOD - 1)
+            if urgent:
+                self.stats["urgent"] += 1
+                link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+                self._send_data(link, flow, fseq, seq, payload, True, now)
+            else:
+                self._enqueue(link, size, (flow, fseq, seq, payload, False), now)
+
+    def _admit(self, size: int, now: float) -> Link | None:
+        """The earliest arrival among the links with room: a full link's packet goes to the
+        next best (a satellite behind a full 4G link adds capacity, not loss). None when
+        every link is full: the packet is dropped, and the inner flow slows down."""
+        open_links = [lk for lk in self.links if lk.usable and self._has_room(lk, now)]
+        if open_links:
+            return self.scheduler.pick(open_links, size, now)
+        if any(lk.usable for lk in self.links):
+            return None
+        link = self.scheduler.pick(self.links, size, now)  # none usable: the likeliest
+        return link if self._has_room(link, now) else None
 
     def _has_room(self, link: Link, now: float) -> bool:
         """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is
