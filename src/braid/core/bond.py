@@ -75,8 +75,7 @@ class Bond:
         self._sealing = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN
         # the largest packet carried whole on every link: a fragment fits any link it is
         # moved to by a resend or a failover
-        self._whole_max = min(self._max_plain(link) for link in self.links) - (
-            wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+        self._whole_max = min(wire.whole_mtu(link.config.mtu, outer_ipv6) for link in self.links)
         self._partial: dict[int, _Partial] = {}  # first fragment's seq -> what arrived
         self.delivered: list[bytes] = []
         self.events: list[LinkEvent] = []
@@ -165,18 +164,18 @@ class Bond:
         # numbers are taken only once the tunnel has accepted the packet: a dropped packet
         # must leave no gap in its flow's or the global sequence, or the receiver would hold
         # the flow until every link (the slowest, sparsest too) showed the gap was never sent
-        fseq = -1
+        fseq = 0
         for i, payload in enumerate(pieces):
             size = self._data_size(payload)
+            link: Link | None
             if urgent:  # ahead of every queued bulk packet
                 link = pick_urgent(self.links, size, now, LINK_BACKLOG)
             else:  # later fragments of an accepted packet are never refused
-                found = self._admit(size, now) if i == 0 else self.scheduler.pick(self.links, size, now)
-                if found is None:
+                link = self._admit(size, now) if i == 0 else self.scheduler.pick(self.links, size, now)
+                if link is None:
                     self.stats["queue_drops"] += 1
                     return
-                link = found
-            if fseq < 0:
+            if i == 0:
                 fseq = self._flow_seq[flow]
                 self._flow_seq[flow] = (fseq + 1) & 0xFFFF
             seq = self.next_seq
@@ -431,7 +430,7 @@ class Bond:
             usable = [lk for lk in self.links if lk.usable and lk.srtt is not None]
             if len(usable) > 1:
                 want = min(usable, key=lambda lk: lk.min_rtt.get(lk.srtt or 1.0))
-                if want.est.delay_noise > RESERVE_NOISE_MAX:
+                if want.delay_noise > RESERVE_NOISE_MAX:
                     # a jittery link cannot promise low delay anyway, and the queue of about
                     # a packet a reserved link is held to cannot be told from its jitter
                     want = None

@@ -33,7 +33,8 @@ class ClientDaemon(DaemonBase):
         for i, spec in enumerate(cfg.links):
             mtu = spec.mtu or interface_mtu(spec.bind) or 1500
             link_cfgs.append(LinkConfig(spec.name, i, mtu))
-        self.mtu = min(tun_mtu(lc.mtu, outer_v6, cfg.fragments) for lc in link_cfgs)
+        link_mtu = min(lc.mtu for lc in link_cfgs)  # every datagram must fit every link
+        self.mtu = tun_mtu(link_mtu, outer_v6, cfg.fragments)
         now = time.monotonic()
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
                               cfg.scheduler, cfg.queue_ms / 1000, outer_v6)
@@ -52,8 +53,7 @@ class ClientDaemon(DaemonBase):
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
             self.opened(self.tun.close)
             self.opened(netsetup.teardown)
-            clamp_forwarded_mss(netsetup, min(whole_mtu(lc.mtu, outer_v6) for lc in link_cfgs),
-                                cfg.fragments)
+            clamp_forwarded_mss(netsetup, whole_mtu(link_mtu, outer_v6), cfg.fragments)
             self.loop.add(self.tun.fd, self._on_tun)
             self.control = ControlServer(cfg.control, self._on_control)
             self.opened(self.control.close)
