@@ -214,3 +214,23 @@ def test_packets_the_full_tunnel_drops_leave_no_gap_for_the_receiver_to_wait_on(
     assert net.client.peer.bond.stats["queue_drops"] > 100
     reorder = net.gateway.peers["site"].bond.reorder
     assert reorder.gaps_lost == 0 and reorder.gaps_timed_out == 0
+
+
+def test_a_far_link_that_adds_little_capacity_carries_no_bulk():
+    """Fibre (50 Mbit/s, 5 ms) and a 3G (2 Mbit/s, 80 ms: more than the queue limit above the
+    fibre): offered more than both carry. The 3G would only ever take the fibre's overflow,
+    each packet holding the flow 75 ms at the receiver for 4 % more capacity, so once its
+    startup has measured it, bulk stays on the fibre (the spill test above is the converse:
+    a far link with most of the capacity carries its share)."""
+    net = FakeNet({"fibre": FakeLink(rate_bps=50e6, delay=0.005), "3g": FakeLink(rate_bps=2e6, delay=0.080)},
+                  seed=3)
+    net.run_until(1.0)
+    bond = net.client.peer.bond
+    fibre, slow = bond.links
+    _stream(net, 1.0, 2.5, 6, up=True)  # ~58 Mbit/s offered
+    assert not slow.startup
+    before = fibre.tx_bytes, slow.tx_bytes
+    _stream(net, 2.5, 5.0, 6, up=True)
+    fibre_bytes, slow_bytes = fibre.tx_bytes - before[0], slow.tx_bytes - before[1]
+    assert fibre_bytes * 8 / 2.5 > 45e6
+    assert slow_bytes < 0.002 * fibre_bytes  # probes and feedback only

@@ -1,4 +1,4 @@
-from braid.core.estimator import INITIAL_RATE
+from braid.core.estimator import INITIAL_RATE, RESTARTUP_GAIN, STARTUP_GAIN
 from braid.core.link import DOWN_AFTER, READMIT_GOOD, Health, Link, LinkConfig
 
 
@@ -76,10 +76,13 @@ def test_capacity_follows_a_smaller_link_once_driven():
 
 def test_startup_then_gain_cycle_probes_and_drains():
     link = _up_link()
-    assert link.pacing_rate() == 2 * link.capacity()
+    assert link.pacing_rate() == STARTUP_GAIN * link.capacity()
     st = _feed(link, 0, 20, 25_000, driven=True)
     _feed(link, 20, 25, 25_000, owd_us=20_000, driven=True, state=st)  # a queue shows: the pipe is full
     assert not link.startup
+    link.restart_startup()  # later startups grow a proven estimate more gently
+    assert link.pacing_rate() == RESTARTUP_GAIN * link.capacity()
+    link.est.startup = False
     gains = set()
     for k in range(40, 120):
         _feed(link, k, k + 1, 25_000, driven=True, state=st)

@@ -41,6 +41,11 @@ INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after i
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
 REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's delay spread)
+# a link whose delay alone is more than the queue limit above the nearest link's is "far"
+# (a satellite, a slow 3G): it carries bulk only while the near links have less than this
+# share of the capacity, since every flow it carries waits at the receiver for its packets
+FAR_SHARE = 0.5
+BULK_LINKS_REFRESH = 0.050  # seconds the choice of bulk links is kept between recomputations
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
@@ -88,6 +93,8 @@ class Bond:
         self._nack_hold_until = 0.0
         self._interactive_until = -1.0
         self._reserved: Link | None = None
+        self._bulk_links = self.links
+        self._bulk_links_at = -1.0
         self._now = now
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
@@ -171,7 +178,8 @@ class Bond:
             if urgent:  # ahead of every queued bulk packet
                 link = pick_urgent(self.links, size, now, LINK_BACKLOG)
             else:  # later fragments of an accepted packet are never refused
-                link = self._admit(size, now) if i == 0 else self.scheduler.pick(self.links, size, now)
+                link = (self._admit(size, now) if i == 0
+                        else self.scheduler.pick(self._bulk_candidates(now), size, now))
                 if link is None:
                     self.stats["queue_drops"] += 1
                     return
@@ -191,13 +199,33 @@ class Bond:
         """The earliest arrival among the links with room: a full link's packet goes to the
         next best (a satellite behind a full 4G link adds capacity, not loss). None when
         every link is full: the packet is dropped, and the inner flow slows down."""
-        open_links = [lk for lk in self.links if lk.usable and self._has_room(lk, now)]
+        links = self._bulk_candidates(now)
+        open_links = [lk for lk in links if lk.usable and self._has_room(lk, now)]
         if open_links:
             return self.scheduler.pick(open_links, size, now)
-        if any(lk.usable for lk in self.links):
+        if any(lk.usable for lk in links):
             return None
         link = self.scheduler.pick(self.links, size, now)  # none usable: the likeliest
         return link if self._has_room(link, now) else None
+
+    def _bulk_candidates(self, now: float) -> list[Link]:
+        """The links bulk packets may take: all but the far ones, unless those add capacity
+        the near links cannot (they have less than FAR_SHARE of it) or have not yet shown
+        theirs (startup). A 2 Mbit/s 3G beside a 50 Mbit/s fibre only ever took the fibre's
+        overflow, and each of its packets held the flow for its 60+ ms of extra delay."""
+        if now - self._bulk_links_at < BULK_LINKS_REFRESH:
+            return self._bulk_links
+        self._bulk_links_at = now
+        usable = [lk for lk in self.links if lk.usable]
+        links = self.links
+        if len(usable) > 1:
+            reach = min(lk.one_way_delay() for lk in usable) + self.queue_limit
+            near = sum(lk.capacity() for lk in usable if lk.one_way_delay() <= reach)
+            if near >= FAR_SHARE * sum(lk.capacity() for lk in usable):
+                links = [lk for lk in self.links
+                         if not lk.usable or lk.startup or lk.one_way_delay() <= reach]
+        self._bulk_links = links
+        return links
 
     def _has_room(self, link: Link, now: float) -> bool:
         """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is

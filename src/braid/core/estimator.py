@@ -5,9 +5,10 @@
   lags, so what gets through measures the link); a higher sample always counts. So an
   idle or lightly used link keeps what it once proved, and a link whose capacity fell
   forgets the old figure within the window once it is driven again.
-- Startup: pace at twice the estimate until a standing queue shows (the pipe is full).
-  A driven link that shows no queue through a whole probe cycle has headroom: startup again
-  (a reserved link, paced under its capacity, must show no queue even from its probe).
+- Startup: pace at four times the estimate until a standing queue shows (the pipe is full).
+  A driven link that shows no queue through a whole probe cycle has headroom: startup again,
+  at twice its proven estimate (a reserved link, paced under its capacity, must show no
+  queue even from its probe).
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
   queue). A link reserved for interactive traffic cruises just under its estimate and
@@ -37,7 +38,10 @@ SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample cov
 SAMPLE_REPORTS = 8  # a delivery-rate sample spans at most this many receiver reports
 SAMPLE_PACKETS = 20  # ... and at least this many full packets' worth of time
 SAMPLE_SPAN_MAX = 0.120
-STARTUP_GAIN = 2.0
+# the first startup multiplies the estimate by this each delivery sample (a sample spans a
+# few round trips on a slow link: doubling per sample took half a second to find 20 Mbit/s)
+STARTUP_GAIN = 4.0
+RESTARTUP_GAIN = 2.0  # startup again, from an estimate the link has proven: a gentler overshoot
 RESERVED_STARTUP_GAIN = 1.5  # its overshoot, until the queue shows, is what pings wait behind
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 RESERVED_CYCLE = (1.05, 0.9, 0.98, 0.98, 0.98, 0.98, 0.98, 0.98)  # cruise just under
@@ -63,6 +67,7 @@ class RateEstimator:
         self._overdrive_streak = 0
         self.recent_rate = 0.0
         self.startup = True
+        self.proven = False  # a startup has ended: the estimate was measured, not guessed
         self._cycle_max_queue = 0.0
         self._phase = 0
         self._phase_start = now
@@ -90,7 +95,9 @@ class RateEstimator:
         # of packets, and the max filter would keep the ones that happened to read high
         # (capped well inside what SAMPLE_REPORTS reports span: a low estimate must still be
         # able to take the sample that raises it)
-        shortest = min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / self.capacity()))
+        # (in startup, packets come at the pacing rate, a multiple of the estimate)
+        rate = self.capacity() * (self._startup_gain() if self.startup else 1.0)
+        shortest = min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / rate))
         # the longest span of the last few reports; in startup, where the rate doubles every
         # few reports and a long average lags it, the shortest span long enough
         indices = range(max(0, len(hist) - SAMPLE_REPORTS), len(hist))
@@ -144,7 +151,7 @@ class RateEstimator:
         self._overdrive_streak += 1
         if self._overdrive_streak >= 2:
             self._bw.reset(now, max(MIN_RATE, delivered, 0.5 * self.capacity()))
-            self.startup = False
+            self._end_startup()
             self.overdriven += 1
             self._overdrive_streak = 0
             tx.clear()
@@ -172,7 +179,7 @@ class RateEstimator:
             self._brake_since = now
         full = self.reserved_queue_target() if self.reserved else 2 * self.queue_target()
         if self.startup and queue > full:
-            self.startup = False  # the pipe is full
+            self._end_startup()  # the pipe is full
             self._phase = 1  # drain what startup queued
             self._phase_start = now
 
@@ -192,6 +199,10 @@ class RateEstimator:
             if not self.startup and self.driven(now) and self._cycle_max_queue < quiet:
                 self.startup = True
             self._cycle_max_queue = 0.0
+
+    def _end_startup(self) -> None:
+        self.startup = False
+        self.proven = True
 
     def restart_startup(self) -> None:
         self.startup = True
@@ -218,16 +229,21 @@ class RateEstimator:
         """What may stand in a reserved link's queue: about one full packet."""
         return max(0.004, 12_000 / self.capacity(), 2 * self.delay_noise)
 
+    def _startup_gain(self) -> float:
+        if self.reserved:
+            return RESERVED_STARTUP_GAIN
+        return RESTARTUP_GAIN if self.proven else STARTUP_GAIN
+
     def braking(self) -> bool:
         return self.queue is not None and self.queue > max(BRAKE_FLOOR, 2 * self.queue_target())
 
     def pacing_rate(self) -> float:
         cap = self.capacity()
         if self.braking():
-            self.startup = False
+            self._end_startup()
             return max(MIN_RATE, cap * BRAKE_GAIN)
         if self.startup:
-            return cap * (RESERVED_STARTUP_GAIN if self.reserved else STARTUP_GAIN)
+            return cap * self._startup_gain()
         if self.reserved:
             if self.queue is not None and self.queue > self.reserved_queue_target():
                 return cap * RESERVED_DRAIN
