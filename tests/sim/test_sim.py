@@ -234,3 +234,23 @@ def test_a_far_link_that_adds_little_capacity_carries_no_bulk():
     fibre_bytes, slow_bytes = fibre.tx_bytes - before[0], slow.tx_bytes - before[1]
     assert fibre_bytes * 8 / 2.5 > 45e6
     assert slow_bytes < 0.002 * fibre_bytes  # probes and feedback only
+
+
+def test_a_slow_reserved_link_carries_bulk_in_short_datagrams():
+    """At 1 Mbit/s a full datagram takes 12 ms to send, and a ping waits behind the one in
+    flight and about one queued: bulk on a slow reserved link goes in ~4 ms datagrams."""
+    net = FakeNet({"lte": FakeLink(rate_bps=5e6, delay=0.030), "adsl": FakeLink(rate_bps=1e6, delay=0.015)},
+                  seed=13)
+    _established(net)
+    bond = net.client.peer.bond
+    lte, adsl = bond.links
+    t = _bulk_with_pings(net, 0.5, range(2000))  # 1200-byte bulk packets, above the sum
+    assert adsl.reserved
+    before = [(lk.tx_bytes, lk.tx_packets) for lk in (lte, adsl)]
+    _bulk_with_pings(net, t, range(2000, 3000))
+    (lte_bytes, lte_n), (adsl_bytes, adsl_n) = [
+        (lk.tx_bytes - b, lk.tx_packets - n) for lk, (b, n) in zip((lte, adsl), before, strict=True)]
+    assert adsl_bytes * 8 / 1.0 > 0.7e6  # still carrying its share
+    assert adsl_bytes / adsl_n < 600 < lte_bytes / lte_n
+    assert len(net.to_gateway) > 0  # the pieces were joined again
+    assert net.gateway.peers["site"].bond.stats["reassembled"] > 100

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .classify import BULK, INTERACTIVE, classify
+from .estimator import RESERVED_DATAGRAM_TIME
 from .link import (
     FEEDBACK_INTERVAL,
     PROBE_INTERVAL,
@@ -46,6 +47,7 @@ REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's
 # share of the capacity, since every flow it carries waits at the receiver for its packets
 FAR_SHARE = 0.5
 BULK_LINKS_REFRESH = 0.050  # seconds the choice of bulk links is kept between recomputations
+MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
@@ -111,9 +113,9 @@ class Bond:
     def wire_size(self, plain_len: int) -> int:
         return plain_len + self._sealing + self._ip_overhead
 
-    def _data_size(self, packet: bytes) -> int:
-        """Bytes on the wire of a datagram carrying this packet alone."""
-        return self.wire_size(len(packet) + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
+    def _data_size(self, payload_len: int) -> int:
+        """Bytes on the wire of a datagram carrying a DATA payload of this length alone."""
+        return self.wire_size(payload_len + wire.INNER_TS_LEN + wire.DATA_HEADER_LEN)
 
     def _max_plain(self, link: Link) -> int:
         return link.config.mtu - self._ip_overhead - self._sealing
@@ -159,41 +161,71 @@ class Bond:
         urgent = klass != BULK
         if klass == INTERACTIVE:
             self._interactive_until = now + INTERACTIVE_HOLD
-        if len(packet) <= self._whole_max:
+        if -(-len(packet) // (self._whole_max - 1)) > wire.MAX_FRAGMENTS:
+            self.stats["too_big"] += 1
+            return
+        if urgent:  # ahead of every queued bulk packet
             pieces = [packet]
-        else:
-            try:
+            if len(packet) > self._whole_max:
                 pieces = wire.split(packet, self._whole_max)
-            except wire.WireError:
-                self.stats["too_big"] += 1
-                return
-            self.stats["fragmented"] += 1
+                self.stats["fragmented"] += 1
+            fseq = self._take_fseq(flow)
+            for payload in pieces:
+                size = self._data_size(len(payload))
+                link = pick_urgent(self.links, size, now, LINK_BACKLOG)
+                self.stats["urgent"] += 1
+                link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+                self._send_data(link, flow, fseq, self._take_seq(), payload, True, now)
+            return
         # numbers are taken only once the tunnel has accepted the packet: a dropped packet
         # must leave no gap in its flow's or the global sequence, or the receiver would hold
         # the flow until every link (the slowest, sparsest too) showed the gap was never sent
-        fseq = 0
-        for i, payload in enumerate(pieces):
-            size = self._data_size(payload)
-            link: Link | None
-            if urgent:  # ahead of every queued bulk packet
-                link = pick_urgent(self.links, size, now, LINK_BACKLOG)
-            else:  # later fragments of an accepted packet are never refused
-                link = (self._admit(size, now) if i == 0
-                        else self.scheduler.pick(self._bulk_candidates(now), size, now))
-                if link is None:
-                    self.stats["queue_drops"] += 1
-                    return
-            if i == 0:
-                fseq = self._flow_seq[flow]
-                self._flow_seq[flow] = (fseq + 1) & 0xFFFF
-            seq = self.next_seq
-            self.next_seq = (seq + 1) & (SEQ_MOD - 1)
-            if urgent:
-                self.stats["urgent"] += 1
-                link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
-                self._send_data(link, flow, fseq, seq, payload, True, now)
-            else:
-                self._enqueue(link, size, (flow, fseq, seq, payload, False), now)
+        full = self._data_size(min(len(packet), self._whole_max))
+        link = self._admit(full, now)
+        if link is None:
+            self.stats["queue_drops"] += 1
+            return
+        fseq = self._take_fseq(flow)
+        room = self._room(link)
+        if len(packet) <= room:
+            item = (flow, fseq, self._take_seq(), packet, False)
+            self._enqueue(link, self._data_size(len(packet)), item, now)
+            return
+        self.stats["fragmented"] += 1
+        # cut piece by piece, each to the room of the link it goes to (so a slow reserved
+        # link gets short ones), keeping within MAX_FRAGMENTS; later pieces of an accepted
+        # packet are never refused
+        pos, index, total = 0, 0, len(packet)
+        while True:
+            room = max(room, -(-(total - pos) // (wire.MAX_FRAGMENTS - index)) + 1)
+            end = pos + room - 1
+            payload = wire.fragment(index, end >= total, packet[pos:end])
+            size = self._data_size(len(payload))
+            self._enqueue(link, size, (flow, fseq, self._take_seq(), payload, False), now)
+            if end >= total:
+                return
+            pos, index = end, index + 1
+            link = self.scheduler.pick(self._bulk_candidates(now), full, now)
+            room = self._room(link)
+
+    def _room(self, link: Link) -> int:
+        """DATA payload bytes for bulk on a link: on a slow reserved link, no more than it
+        sends in RESERVED_DATAGRAM_TIME, since an interactive packet waits behind the one in
+        flight and about one queued (12 ms each at 1 Mbit/s for full datagrams)."""
+        if not link.reserved:
+            return self._whole_max
+        fits = int(link.capacity() * RESERVED_DATAGRAM_TIME / 8) - self._data_size(0)
+        return min(self._whole_max, max(MIN_DATA_ROOM, fits))
+
+    def _take_fseq(self, flow: int) -> int:
+        fseq = self._flow_seq[flow]
+        self._flow_seq[flow] = (fseq + 1) & 0xFFFF
+        return fseq
+
+    def _take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq = (seq + 1) & (SEQ_MOD - 1)
+        return seq
 
     def _admit(self, size: int, now: float) -> Link | None:
         """The earliest arrival among the links with room: a full link's packet goes to the
@@ -266,7 +298,7 @@ class Bond:
         """Put packets at the head of a link's queue and send. They pass the queue, so the
         link is chosen as for urgent packets: by delay plus what the link already holds."""
         for item in items:
-            size = self._data_size(item[3])
+            size = self._data_size(len(item[3]))
             link = pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)
             assign(link, size)
             self._queues[link.id].appendleft((size, *item))
@@ -287,7 +319,7 @@ class Bond:
         if unacked:
             self._resend(unacked, now)
         for item in queued:
-            size = self._data_size(item[3])
+            size = self._data_size(len(item[3]))
             self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
 
     # ------------------------------------------------------------------ receive side

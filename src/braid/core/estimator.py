@@ -5,19 +5,20 @@
   lags, so what gets through measures the link); a higher sample always counts. So an
   idle or lightly used link keeps what it once proved, and a link whose capacity fell
   forgets the old figure within the window once it is driven again.
-- Startup: pace at four times the estimate until a standing queue shows (the pipe is full).
+- Startup: pace at three times the estimate until a standing queue shows (the pipe is full).
   A driven link that shows no queue through a whole probe cycle has headroom: startup again,
   at twice its proven estimate (a reserved link, paced under its capacity, must show no
   queue even from its probe).
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
   queue). A link reserved for interactive traffic cruises just under its estimate and
-  drains whenever more than about one packet stands in its queue, so an interactive packet
-  waits behind at most one bulk packet; its probes are gentle (a 1.25 probe would queue
+  drains whenever more than about one datagram stands in its queue, so an interactive
+  packet waits behind at most one bulk datagram (the bond sends short ones on a slow
+  reserved link: a full one takes 12 ms at 1 Mbit/s); its probes are gentle (a 1.25 probe would queue
   a quarter of a phase, 20 ms, in front of every ping), and since its pacing is held
   below capacity on purpose, its delivery samples only ever raise the estimate. Its
-  startup (at 1.5x) ends once a queue of about a packet shows; it starts up again only if
-  not even its probe queued half a packet.
+  startup (at 1.5x) ends once a queue of about a datagram shows; it starts up again only
+  if not even its probe queued half of one.
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
   as congestion) paces below the estimate and resets it to what gets through.
@@ -40,12 +41,16 @@ SAMPLE_PACKETS = 20  # ... and at least this many full packets' worth of time
 SAMPLE_SPAN_MAX = 0.120
 # the first startup multiplies the estimate by this each delivery sample (a sample spans a
 # few round trips on a slow link: doubling per sample took half a second to find 20 Mbit/s)
-STARTUP_GAIN = 4.0
+STARTUP_GAIN = 3.0
 RESTARTUP_GAIN = 2.0  # startup again, from an estimate the link has proven: a gentler overshoot
-RESERVED_STARTUP_GAIN = 1.5  # its overshoot, until the queue shows, is what pings wait behind
+RESERVED_STARTUP_GAIN = 1.25  # its overshoot, until the queue shows, is what pings wait behind
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 RESERVED_CYCLE = (1.05, 0.9, 0.98, 0.98, 0.98, 0.98, 0.98, 0.98)  # cruise just under
-RESERVED_DRAIN = 0.85  # a reserved link with more than about a packet queued
+# bulk datagrams on a reserved link take at most about this long to send (shorter ones on
+# a slow link), so the one an interactive packet waits behind is short
+RESERVED_DATAGRAM_TIME = 0.004
+RESERVED_DATAGRAM_MIN_BITS = 324 * 8  # the shortest bulk datagram, which a very slow link gets
+RESERVED_DRAIN = 0.85  # a reserved link with more than about a datagram queued
 MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
 BRAKE_FLOOR = 0.030  # seconds of standing queue below which the brake never acts
@@ -226,8 +231,9 @@ class RateEstimator:
         return max(0.004, 2 * 12_000 / self.capacity(), 2 * self.delay_noise)
 
     def reserved_queue_target(self) -> float:
-        """What may stand in a reserved link's queue: about one full packet."""
-        return max(0.004, 12_000 / self.capacity(), 2 * self.delay_noise)
+        """What may stand in a reserved link's queue: about one of its (short) datagrams."""
+        return max(RESERVED_DATAGRAM_TIME, RESERVED_DATAGRAM_MIN_BITS / self.capacity(),
+                   2 * self.delay_noise)
 
     def _startup_gain(self) -> float:
         if self.reserved:

@@ -98,8 +98,12 @@ def split(packet: bytes, room: int) -> list[bytes]:
     if count > MAX_FRAGMENTS:
         raise WireError(f"packet of {len(packet)} bytes needs more than {MAX_FRAGMENTS} fragments")
     piece = -(-len(packet) // count)
-    return [bytes(((FRAGMENT_LAST if i == count - 1 else 0) | i,)) + packet[i * piece:(i + 1) * piece]
-            for i in range(count)]
+    return [fragment(i, i == count - 1, packet[i * piece:(i + 1) * piece]) for i in range(count)]
+
+
+def fragment(index: int, last: bool, piece: bytes) -> bytes:
+    """One fragment payload: its tag, then its piece of the packet (pieces may differ in size)."""
+    return bytes(((FRAGMENT_LAST if last else 0) | index,)) + piece
 
 
 def fragment_tag(payload: bytes) -> tuple[int, bool] | None:
