@@ -14,11 +14,11 @@
   queue). A link reserved for interactive traffic cruises just under its estimate and
   drains whenever more than about one datagram stands in its queue, so an interactive
   packet waits behind at most one bulk datagram (the bond sends short ones on a slow
-  reserved link: a full one takes 12 ms at 1 Mbit/s); its probes are gentle (a 1.25 probe would queue
-  a quarter of a phase, 20 ms, in front of every ping), and since its pacing is held
-  below capacity on purpose, its delivery samples only ever raise the estimate. Its
-  startup (at 1.5x) ends once a queue of about a datagram shows; it starts up again only
-  if not even its probe queued half of one.
+  reserved link: a full one takes 12 ms at 1 Mbit/s); its probes are gentle (a 1.25 probe
+  would queue a quarter of a phase, 20 ms, in front of every ping), and since its pacing
+  is held below capacity on purpose, its delivery samples only ever raise the estimate.
+  Its startup (at 1.25x) ends once a queue of about a datagram shows; it starts up again
+  only if not even its probe queued half of one.
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
   as congestion) paces below the estimate and resets it to what gets through.
@@ -49,7 +49,7 @@ RESERVED_CYCLE = (1.05, 0.9, 0.98, 0.98, 0.98, 0.98, 0.98, 0.98)  # cruise just 
 # bulk datagrams on a reserved link take at most about this long to send (shorter ones on
 # a slow link), so the one an interactive packet waits behind is short
 RESERVED_DATAGRAM_TIME = 0.004
-RESERVED_DATAGRAM_MIN_BITS = 324 * 8  # the shortest bulk datagram, which a very slow link gets
+RESERVED_DATAGRAM_MIN_BITS = 324 * 8  # the shortest (bond.MIN_DATA_ROOM + 68 bytes), on a very slow link
 RESERVED_DRAIN = 0.85  # a reserved link with more than about a datagram queued
 MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
