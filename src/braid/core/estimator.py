@@ -45,6 +45,7 @@ STARTUP_GAIN = 3.0
 RESTARTUP_GAIN = 2.0  # startup again, from an estimate the link has proven: a gentler overshoot
 RESERVED_STARTUP_GAIN = 1.25  # its overshoot, until the queue shows, is what pings wait behind
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+PROBE_HEADROOM = 1.15  # a cycle's best delivery sample this far above the estimate: more to find
 RESERVED_CYCLE = (1.05, 0.9, 0.98, 0.98, 0.98, 0.98, 0.98, 0.98)  # cruise just under
 # bulk datagrams on a reserved link take at most about this long to send (shorter ones on
 # a slow link), so the one an interactive packet waits behind is short
@@ -74,6 +75,8 @@ class RateEstimator:
         self.startup = True
         self.proven = False  # a startup has ended: the estimate was measured, not guessed
         self._cycle_max_queue = 0.0
+        self._cycle_max_rate = 0.0  # delivery samples in this probe cycle
+        self._cycle_capacity = initial_rate  # the estimate as the cycle began
         self._phase = 0
         self._phase_start = now
         self.reserved = False
@@ -100,9 +103,7 @@ class RateEstimator:
         # of packets, and the max filter would keep the ones that happened to read high
         # (capped well inside what SAMPLE_REPORTS reports span: a low estimate must still be
         # able to take the sample that raises it)
-        # (in startup, packets come at the pacing rate, a multiple of the estimate)
-        rate = self.capacity() * (self._startup_gain() if self.startup else 1.0)
-        shortest = min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / rate))
+        shortest = self._sample_span()
         # the longest span of the last few reports; in startup, where the rate doubles every
         # few reports and a long average lags it, the shortest span long enough
         indices = range(max(0, len(hist) - SAMPLE_REPORTS), len(hist))
@@ -117,6 +118,7 @@ class RateEstimator:
                 return
             if span <= 1.0:
                 self.recent_rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
+                self._cycle_max_rate = max(self._cycle_max_rate, self.recent_rate)
                 break
         else:
             return
@@ -124,6 +126,12 @@ class RateEstimator:
         # measures our pacing, not the link
         if (self.driven(now) and not self.reserved) or self.recent_rate > self.capacity():
             self._bw.update(now, self.recent_rate)
+
+    def _sample_span(self) -> float:
+        """The shortest receiver time a delivery sample may span (in startup, packets come
+        at the pacing rate, a multiple of the estimate)."""
+        rate = self.capacity() * (self._startup_gain() if self.startup else 1.0)
+        return min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / rate))
 
     def _check_overdriven(self, now: float) -> None:
         """Sending well above what arrives, over a few hundred ms, while the receiver gets less
@@ -191,23 +199,33 @@ class RateEstimator:
     def on_phase_clock(self, now: float, srtt: float | None) -> None:
         """Advance the gain cycle (and judge startup) once per round trip."""
         self.srtt = srtt or MIN_PHASE
-        length = max(MIN_PHASE, self.srtt)
+        # a phase lasts at least a delivery sample's span, or no sample could show a probe
+        length = max(MIN_PHASE, self.srtt, self._sample_span())
         if now < self._phase_start + length:
             return
         self._phase_start = now
         self._phase = (self._phase + 1) % len(CYCLE)
         if self._phase == 0:
-            # driven, probed, and still no queue: there is headroom. A reserved link shows
-            # little queue anyway (held under its estimate, gentle probe): it must show
-            # none at all, not even from its probe.
-            quiet = (0.5 * self.reserved_queue_target() if self.reserved else self.queue_target())
-            if not self.startup and self.driven(now) and self._cycle_max_queue < quiet:
+            # driven, probed, and still no queue, or the probe delivered nearly in full:
+            # there is headroom (jitter spikes can hide the first sign, never the second).
+            # A reserved link shows little queue anyway (held under its estimate, gentle
+            # probe): it must show none at all, not even from its probe.
+            if self.reserved:
+                headroom = self._cycle_max_queue < 0.5 * self.reserved_queue_target()
+            else:
+                headroom = (self._cycle_max_queue < self.queue_target()
+                            or self._cycle_max_rate > PROBE_HEADROOM * self._cycle_capacity)
+            if not self.startup and self.driven(now) and headroom:
                 self.startup = True
             self._cycle_max_queue = 0.0
+            self._cycle_max_rate = 0.0
+            self._cycle_capacity = self.capacity()
 
     def _end_startup(self) -> None:
         self.startup = False
         self.proven = True
+        self._cycle_max_rate = 0.0  # what startup delivered is no probe
+        self._cycle_capacity = self.capacity()
 
     def restart_startup(self) -> None:
         self.startup = True
