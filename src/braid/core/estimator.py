@@ -6,9 +6,10 @@
   idle or lightly used link keeps what it once proved, and a link whose capacity fell
   forgets the old figure within the window once it is driven again.
 - Startup: pace at three times the estimate until a standing queue shows (the pipe is full).
-  A driven link that shows no queue through a whole probe cycle has headroom: startup again,
-  at twice its proven estimate (a reserved link, paced under its capacity, must show no
-  queue even from its probe).
+  A driven link that shows no queue through a whole probe cycle, or whose probe was
+  delivered nearly in full (a sign jitter cannot hide), has headroom: startup again, at
+  twice its proven estimate (a reserved link, paced under its capacity, must show no queue
+  even from its probe). A probe phase lasts at least one delivery sample's span.
 - Then a gain cycle, one phase per round trip: 1.25 (probe for more), 0.75 (drain what
   the probe queued), 1 x 6 (0.9 while the path shows more than its usual standing
   queue). A link reserved for interactive traffic cruises just under its estimate and
