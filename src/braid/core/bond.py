@@ -96,6 +96,7 @@ class Bond:
         self._interactive_until = -1.0
         self._reserved: Link | None = None
         self._bulk_links = self.links
+        self._spill_links: list[Link] = []
         self._bulk_links_at = -1.0
         self._now = now
         self.reorder = ReorderBuffer()
@@ -205,7 +206,7 @@ class Bond:
             if end >= total:
                 return
             pos, index = end, index + 1
-            link = self.scheduler.pick(self._bulk_candidates(now), full, now)
+            link = self.scheduler.pick(self._bulk_candidates(now)[0], full, now)
             room = self._room(link)
 
     def _room(self, link: Link) -> int:
@@ -229,35 +230,45 @@ class Bond:
 
     def _admit(self, size: int, now: float) -> Link | None:
         """The earliest arrival among the links with room: a full link's packet goes to the
-        next best (a satellite behind a full 4G link adds capacity, not loss). None when
-        every link is full: the packet is dropped, and the inner flow slows down."""
-        links = self._bulk_candidates(now)
-        open_links = [lk for lk in links if lk.usable and self._has_room(lk, now)]
-        if open_links:
-            return self.scheduler.pick(open_links, size, now)
-        if any(lk.usable for lk in links):
+        next best (a satellite behind a full 4G link adds capacity, not loss), and only when
+        all of those are full to a far link not yet measured. None when every link is full:
+        the packet is dropped, and the inner flow slows down."""
+        links, spill = self._bulk_candidates(now)
+        for group in (links, spill):
+            open_links = [lk for lk in group if lk.usable and self._has_room(lk, now)]
+            if open_links:
+                return self.scheduler.pick(open_links, size, now)
+        if any(lk.usable for lk in self.links):
             return None
         link = self.scheduler.pick(self.links, size, now)  # none usable: the likeliest
         return link if self._has_room(link, now) else None
 
-    def _bulk_candidates(self, now: float) -> list[Link]:
-        """The links bulk packets may take: all but the far ones, unless those add capacity
-        the near links cannot (they have less than FAR_SHARE of it) or have not yet shown
-        theirs (startup). A 2 Mbit/s 3G beside a 50 Mbit/s fibre only ever took the fibre's
-        overflow, and each of its packets held the flow for its 60+ ms of extra delay."""
+    def _bulk_candidates(self, now: float) -> tuple[list[Link], list[Link]]:
+        """The links bulk packets may take, and those they may spill onto when all of these
+        are full. A far link (its delay alone more than the queue limit above the nearest
+        link's) holds every flow it carries at the receiver for its extra delay: it is a
+        candidate only while the near links have less than FAR_SHARE of the capacity, and
+        until it has measured its own, it takes spill only (a 2 Mbit/s 3G beside a 50
+        Mbit/s fibre held the flow 60+ ms for each packet it took, and slowed the fibre's
+        startup too; a satellite beside a full 2 Mbit/s 4G must still be found)."""
         if now - self._bulk_links_at < BULK_LINKS_REFRESH:
-            return self._bulk_links
+            return self._bulk_links, self._spill_links
         self._bulk_links_at = now
         usable = [lk for lk in self.links if lk.usable]
-        links = self.links
+        links, spill = self.links, []
         if len(usable) > 1:
             reach = min(lk.one_way_delay() for lk in usable) + self.queue_limit
+            far = [lk for lk in usable if lk.one_way_delay() > reach]
+            unproven = [lk for lk in far if not lk.proven]
             near = sum(lk.capacity() for lk in usable if lk.one_way_delay() <= reach)
-            if near >= FAR_SHARE * sum(lk.capacity() for lk in usable):
-                links = [lk for lk in self.links
-                         if not lk.usable or lk.startup or lk.one_way_delay() <= reach]
-        self._bulk_links = links
-        return links
+            if near >= FAR_SHARE * sum(lk.capacity() for lk in usable if lk not in unproven):
+                spill = unproven
+                links = [lk for lk in self.links if lk not in far]
+            elif unproven:
+                spill = unproven
+                links = [lk for lk in self.links if lk not in unproven]
+        self._bulk_links, self._spill_links = links, spill
+        return links, spill
 
     def _has_room(self, link: Link, now: float) -> bool:
         """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is

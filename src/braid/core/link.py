@@ -205,6 +205,10 @@ class Link:
         return self.est.startup
 
     @property
+    def proven(self) -> bool:
+        return self.est.proven
+
+    @property
     def reserved(self) -> bool:
         return self.est.reserved
 
