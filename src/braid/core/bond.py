@@ -261,12 +261,10 @@ class Bond:
             far = [lk for lk in usable if lk.one_way_delay() > reach]
             unproven = [lk for lk in far if not lk.proven]
             near = sum(lk.capacity() for lk in usable if lk.one_way_delay() <= reach)
-            if near >= FAR_SHARE * sum(lk.capacity() for lk in usable if lk not in unproven):
-                spill = unproven
-                links = [lk for lk in self.links if lk not in far]
-            elif unproven:
-                spill = unproven
-                links = [lk for lk in self.links if lk not in unproven]
+            near_dominates = near >= FAR_SHARE * sum(lk.capacity() for lk in usable if lk not in unproven)
+            kept_off = far if near_dominates else unproven
+            links = [lk for lk in self.links if lk not in kept_off]
+            spill = unproven
         self._bulk_links, self._spill_links = links, spill
         return links, spill
 
