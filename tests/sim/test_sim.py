@@ -254,3 +254,19 @@ def test_a_slow_reserved_link_carries_bulk_in_short_datagrams():
     assert adsl_bytes / adsl_n < 600 < lte_bytes / lte_n
     assert len(net.to_gateway) > 0  # the pieces were joined again
     assert net.gateway.peers["site"].bond.stats["reassembled"] > 100
+
+
+def test_a_batch_of_resends_leaves_in_its_own_order():
+    """A failover resends hundreds of packets ahead of the queue; the receiver waits on the
+    oldest, so they must leave oldest first (each put at the head in turn reversed them)."""
+    net = FakeNet({"a": FakeLink(rate_bps=20e6, delay=0.01), "b": FakeLink(rate_bps=10e6, delay=0.02)},
+                  seed=5)
+    _established(net)
+    bond = net.client.peer.bond
+    for link in bond.links:
+        link.tx_clock = net.now + 1.0  # pacing holds everything back: the order stays visible
+    items = [(0, k, 1000 + k, bytes(1200), True) for k in range(50)]
+    bond._resend(items, net.now)
+    queued = [entry[3] for link in bond.links for entry in bond._queues[link.id]]
+    assert len(queued) == 50
+    assert queued == sorted(queued)

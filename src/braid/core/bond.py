@@ -306,12 +306,17 @@ class Bond:
     def _resend(self, items: list[Item], now: float) -> None:
         """Put packets at the head of a link's queue and send. They pass the queue, so the
         link is chosen as for urgent packets: by delay plus what the link already holds."""
+        batches: dict[int, list[tuple[int, int, int, int, bytes, bool]]] = {}
         for item in items:
             size = self._data_size(len(item[3]))
             link = pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)
             assign(link, size)
-            self._queues[link.id].appendleft((size, *item))
-            self._pump(link, now)
+            batches.setdefault(link.id, []).append((size, *item))
+        # in their own order, ahead of the queue: a failover resends hundreds of packets, and
+        # putting each at the head in turn sent the oldest, which the receiver waits on, last
+        for link_id, batch in batches.items():
+            self._queues[link_id].extendleft(reversed(batch))
+            self._pump(self._by_id[link_id], now)
         self.stats["resent"] += len(items)
 
     def _failover(self, link: Link, now: float) -> None:

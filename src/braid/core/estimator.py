@@ -104,6 +104,8 @@ class RateEstimator:
         hist.append((rx_time_us, rx_bytes))
         self._tx_hist.append((now, tx_bytes))
         self._check_overdriven(now)
+        if not self.startup:
+            self._note_probe_sample(rx_time_us, rx_bytes)
         # at least SAMPLE_PACKETS packets' worth: on a slow link a short sample holds a handful
         # of packets, and the max filter would keep the ones that happened to read high
         # (capped well inside what SAMPLE_REPORTS reports span: a low estimate must still be
@@ -123,7 +125,6 @@ class RateEstimator:
                 return
             if span <= 1.0:
                 self.recent_rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
-                self._cycle_max_rate = max(self._cycle_max_rate, self.recent_rate)
                 break
         else:
             return
@@ -131,6 +132,24 @@ class RateEstimator:
         # measures our pacing, not the link
         if (self.driven(now) and not self.reserved) or self.recent_rate > self.capacity():
             self._bw.update(now, self.recent_rate)
+
+    def _note_probe_sample(self, rx_time_us: int, rx_bytes: int) -> None:
+        """The delivery rate over the last phase's worth of receiver time: once per cycle
+        it covers what the probe sent (the capacity sample, over up to SAMPLE_REPORTS
+        reports, averages the probe with the drain after it)."""
+        length = self._phase_length()
+        for t0, b0 in reversed(self._hist):
+            span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
+            if span >= length:
+                if span <= 2 * length:
+                    rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
+                    self._cycle_max_rate = max(self._cycle_max_rate, rate)
+                return
+
+    def _phase_length(self) -> float:
+        """A phase lasts a round trip, and at least a delivery sample's span, or no sample
+        could show a probe."""
+        return max(MIN_PHASE, self.srtt, self._sample_span())
 
     def _sample_span(self) -> float:
         """The shortest receiver time a delivery sample may span (in startup, packets come
@@ -204,8 +223,7 @@ class RateEstimator:
     def on_phase_clock(self, now: float, srtt: float | None) -> None:
         """Advance the gain cycle (and judge startup) once per round trip."""
         self.srtt = srtt or MIN_PHASE
-        # a phase lasts at least a delivery sample's span, or no sample could show a probe
-        length = max(MIN_PHASE, self.srtt, self._sample_span())
+        length = self._phase_length()
         if now < self._phase_start + length:
             return
         self._phase_start = now
