@@ -214,7 +214,14 @@ class RateEstimator:
             # the link got slower). At most halve it per confirmation.
             self._bw.reset(now, max(MIN_RATE, self.recent_rate, 0.5 * self.capacity()))
             self._brake_since = now
-        full = self.reserved_queue_target() if self.reserved else 2 * self.queue_target()
+        if not self.reserved:
+            full = 2 * self.queue_target()
+        elif self.proven:
+            full = self.reserved_queue_target()
+        else:
+            # from the guess, a full datagram's time at it (12 ms at 1 Mbit/s): 4 ms let a
+            # WiFi's jitter end its startup at the guess, and it stayed there, reserved
+            full = max(self.reserved_queue_target(), 12_000 / self.capacity())
         if self.startup and queue > full:
             self._end_startup()  # the pipe is full
             self._phase = 1  # drain what startup queued
