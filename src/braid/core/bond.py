@@ -51,6 +51,7 @@ MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead i
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
+Queued = tuple[int, int, int, int, bytes, bool]  # wire size, flow, flow_seq, seq, packet, unordered
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +89,7 @@ class Bond:
         self.events: list[LinkEvent] = []
         self.next_seq = 0
         self._flow_seq = [0] * 256
-        # per link: (wire size, flow, flow_seq, seq, packet, unordered), in send order
-        self._queues: dict[int, deque[tuple[int, int, int, int, bytes, bool]]] = {
+        self._queues: dict[int, deque[Queued]] = {  # per link, in send order
             link.id: deque() for link in self.links}
         self._history = SendHistory([link.id for link in self.links])
         self._nack_hold_until = 0.0
@@ -162,7 +162,7 @@ class Bond:
         urgent = klass != BULK
         if klass == INTERACTIVE:
             self._interactive_until = now + INTERACTIVE_HOLD
-        if -(-len(packet) // (self._whole_max - 1)) > wire.MAX_FRAGMENTS:
+        if wire.fragments_needed(len(packet), self._whole_max) > wire.MAX_FRAGMENTS:
             self.stats["too_big"] += 1
             return
         if urgent:  # ahead of every queued bulk packet
@@ -306,7 +306,7 @@ class Bond:
     def _resend(self, items: list[Item], now: float) -> None:
         """Put packets at the head of a link's queue and send. They pass the queue, so the
         link is chosen as for urgent packets: by delay plus what the link already holds."""
-        batches: dict[int, list[tuple[int, int, int, int, bytes, bool]]] = {}
+        batches: dict[int, list[Queued]] = {}
         for item in items:
             size = self._data_size(len(item[3]))
             link = pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)

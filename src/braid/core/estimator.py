@@ -33,6 +33,7 @@ from collections import deque
 from .replay import SEQ_MOD
 from .windowed import WindowedMax
 
+FULL_PACKET_BITS = 12_000  # one full-size datagram
 MIN_RATE = 64_000.0  # bit/s: the floor of every estimate, so a link can always be probed
 INITIAL_RATE = 1_000_000.0
 BW_WINDOW = 2.0  # seconds of driven samples the capacity is the max of
@@ -66,6 +67,16 @@ OVERDRIVE_RATIO = 1.2  # sent / delivered above this: saturated (random loss sta
 OVERDRIVE_MIN_BYTES = 30_000  # about 20 full packets: less is not worth judging
 DENSE_REPORTS = 0.025  # seconds between receiver reports while a link is busy
 NOISE_WEIGHT = 1 / 16
+
+
+def _rx_span(t1_us: int, t0_us: int) -> float:
+    """Seconds between two receiver report times (a wrapping 32-bit microsecond clock)."""
+    return ((t1_us - t0_us) & (SEQ_MOD - 1)) / 1e6
+
+
+def _bits(b1: int, b0: int) -> int:
+    """Bits between two cumulative (wrapping) receiver byte counts."""
+    return ((b1 - b0) & (SEQ_MOD - 1)) * 8
 
 
 class RateEstimator:
@@ -118,13 +129,13 @@ class RateEstimator:
             indices = indices[::-1][1:]
         for i in indices:
             t0, b0 = hist[i]
-            span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
+            span = _rx_span(rx_time_us, t0)
             if span < shortest:
                 if self.startup:
                     continue
                 return
             if span <= 1.0:
-                self.recent_rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
+                self.recent_rate = _bits(rx_bytes, b0) / span
                 break
         else:
             return
@@ -139,10 +150,10 @@ class RateEstimator:
         reports, averages the probe with the drain after it)."""
         length = self._phase_length()
         for t0, b0 in reversed(self._hist):
-            span = ((rx_time_us - t0) & (SEQ_MOD - 1)) / 1e6
+            span = _rx_span(rx_time_us, t0)
             if span >= length:
                 if span <= 2 * length:
-                    rate = ((rx_bytes - b0) & (SEQ_MOD - 1)) * 8 / span
+                    rate = _bits(rx_bytes, b0) / span
                     self._cycle_max_rate = max(self._cycle_max_rate, rate)
                 return
 
@@ -155,7 +166,7 @@ class RateEstimator:
         """The shortest receiver time a delivery sample may span (in startup, packets come
         at the pacing rate, a multiple of the estimate)."""
         rate = self.capacity() * (self._startup_gain() if self.startup else 1.0)
-        return min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * 12_000 / rate))
+        return min(SAMPLE_SPAN_MAX, max(SAMPLE_SPAN, SAMPLE_PACKETS * FULL_PACKET_BITS / rate))
 
     def _check_overdriven(self, now: float) -> None:
         """Sending well above what arrives, over a few hundred ms, while the receiver gets less
@@ -172,14 +183,14 @@ class RateEstimator:
         span = end[0] - start[0]
         sent = (end[1] - start[1]) * 8 / span
         t1, b1 = hist[-1]
-        first = next(((t, b) for t, b in reversed(hist) if ((t1 - t) & (SEQ_MOD - 1)) / 1e6 >= span), None)
+        first = next(((t, b) for t, b in reversed(hist) if _rx_span(t1, t) >= span), None)
         if first is None:
             return
-        reports = sum(1 for t, _ in hist if ((t1 - t) & (SEQ_MOD - 1)) / 1e6 <= span)
+        reports = sum(1 for t, _ in hist if _rx_span(t1, t) <= span)
         if reports < span / DENSE_REPORTS:
             return  # reports were sparse: the link idled in the window, nothing to judge
-        rx_span = ((t1 - first[0]) & (SEQ_MOD - 1)) / 1e6
-        delivered = ((b1 - first[1]) & (SEQ_MOD - 1)) * 8 / rx_span
+        rx_span = _rx_span(t1, first[0])
+        delivered = _bits(b1, first[1]) / rx_span
         if not (sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity()):
             self._overdrive_streak = 0
             return
@@ -221,7 +232,7 @@ class RateEstimator:
         else:
             # from the guess, a full datagram's time at it (12 ms at 1 Mbit/s): 4 ms let a
             # WiFi's jitter end its startup at the guess, and it stayed there, reserved
-            full = max(self.reserved_queue_target(), 12_000 / self.capacity())
+            full = max(self.reserved_queue_target(), FULL_PACKET_BITS / self.capacity())
         if self.startup and queue > full:
             self._end_startup()  # the pipe is full
             self._phase = 1  # drain what startup queued
@@ -276,7 +287,7 @@ class RateEstimator:
     def queue_target(self) -> float:
         """A standing queue this large is normal for the link (a few ms, two packets on a slow
         link, its delay noise); the brake acts far above it."""
-        return max(0.004, 2 * 12_000 / self.capacity(), 2 * self.delay_noise)
+        return max(0.004, 2 * FULL_PACKET_BITS / self.capacity(), 2 * self.delay_noise)
 
     def reserved_queue_target(self) -> float:
         """What may stand in a reserved link's queue: about one of its (short) datagrams."""

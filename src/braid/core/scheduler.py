@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .estimator import FULL_PACKET_BITS
 from .link import Link
 
 
@@ -66,7 +67,7 @@ def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float,
     bits = size * 8
     for link in candidates(links):
         backlog = link.tx_clock - now
-        held = handed_ahead + 12_000 / link.pace_rate
+        held = handed_ahead + FULL_PACKET_BITS / link.pace_rate
         backlog = 0.0 if backlog < 0 else min(backlog, held)
         arrival = backlog + bits / link.pace_rate + link.path_delay + link.loss * loss_penalty
         if arrival < best_arrival:

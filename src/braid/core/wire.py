@@ -94,11 +94,16 @@ def tun_mtu(link_mtu: int, outer_ipv6: bool, fragments: int = DEFAULT_FRAGMENTS)
 def split(packet: bytes, room: int) -> list[bytes]:
     """Fragment payloads (tag + piece, each at most `room` bytes) for a packet larger than
     `room`, in near-equal pieces. Raises WireError past MAX_FRAGMENTS."""
-    count = -(-len(packet) // (room - 1))
+    count = fragments_needed(len(packet), room)
     if count > MAX_FRAGMENTS:
         raise WireError(f"packet of {len(packet)} bytes needs more than {MAX_FRAGMENTS} fragments")
     piece = -(-len(packet) // count)
     return [fragment(i, i == count - 1, packet[i * piece:(i + 1) * piece]) for i in range(count)]
+
+
+def fragments_needed(length: int, room: int) -> int:
+    """How many fragments a packet of `length` bytes takes in payloads of `room` bytes."""
+    return -(-length // (room - 1))
 
 
 def fragment(index: int, last: bool, piece: bytes) -> bytes:
