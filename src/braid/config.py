@@ -47,6 +47,7 @@ class ClientConfig:
     scheduler: str
     queue_ms: float
     fragments: int
+    warmup: bool
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class GatewayConfig:
     scheduler: str
     queue_ms: float
     fragments: int
+    warmup: bool
 
 
 class _Reader:
@@ -215,8 +217,9 @@ def _common(r: _Reader, role: str) -> dict[str, Any]:
     fragments = r.get("fragments", int, DEFAULT_FRAGMENTS)
     if not 1 <= fragments <= MAX_FRAGMENTS:
         raise r.error("fragments", f"must be between 1 and {MAX_FRAGMENTS}")
+    warmup = r.get("warmup", bool, True)
     return {"scheduler": scheduler, "queue_ms": float(queue_ms), "tun": tun, "control": control,
-            "fragments": fragments}
+            "fragments": fragments, "warmup": warmup}
 
 
 def _table(r: _Reader, key: str) -> dict[str, Any]:

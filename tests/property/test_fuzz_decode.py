@@ -9,7 +9,7 @@ from braid.core import wire
 from braid.core.handshake import InitPayload, RespPayload
 
 anything = st.binary(max_size=300)
-typed = st.tuples(st.sampled_from([1, 2, 3, 4, 5, 0, 255]), st.binary(max_size=200)).map(
+typed = st.tuples(st.sampled_from([1, 2, 3, 4, 5, 6, 0, 255]), st.binary(max_size=200)).map(
     lambda t: bytes([t[0]]) + t[1])
 
 

@@ -46,6 +46,8 @@ def test_valid_client_and_gateway(tmp_path):
     assert [link.name for link in c.links] == ["fibre", "lte"]
     assert c.links[0].sockets == 2
     assert c.endpoint == ("192.0.2.1", 7000)
+    assert c.warmup and not load_client(_write(tmp_path, CLIENT.replace(
+        'address = "10.77.0.2/24"', 'address = "10.77.0.2/24"\nwarmup = false'))).warmup
     g = load_gateway(_write(tmp_path, GATEWAY, "g.toml"))
     assert g.listen == ("::", 7000)
     assert len(g.addresses) == 2
@@ -59,6 +61,7 @@ def test_valid_client_and_gateway(tmp_path):
     ((f'private_key = "{KEY}"', 'private_key = "abc"'), "client.private_key", "base64"),
     (('name = "lte"', 'name = "fibre"'), "link[1].name", "duplicate"),
     (('sockets = 2', 'sockets = "two"'), "link[0].sockets", "must be int"),
+    (('address = "10.77.0.2/24"', 'address = "10.77.0.2/24"\nwarmup = 0'), "client.warmup", "must be bool"),
 ])
 def test_client_errors_name_file_line_and_key(tmp_path, change, key, reason):
     path = _write(tmp_path, CLIENT.replace(*change))

@@ -24,6 +24,12 @@ def test_feedback_golden_bytes():
                                 "fffffff9" "000000000008")
 
 
+def test_pad_frame_golden_bytes():
+    plain = wire.encode_plaintext(0x11223344, [wire.Probe(7), wire.Pad(3)])
+    assert plain == bytes.fromhex("11223344" "03" "00000007" "06" "000000")
+    assert wire.decode_plaintext(plain)[1] == [wire.Probe(7), wire.Pad(3)]
+
+
 def test_overhead_and_tun_mtu_formula():
     # outer IPv4 20 + UDP 8 + header 12 + tag 16 + timestamp 4 + data header 8 = 68
     assert wire.DATA_OVERHEAD == 40
@@ -66,7 +72,8 @@ frames = st.one_of(
 @given(st.integers(0, 2**32 - 1), st.lists(frames, max_size=5),
        st.one_of(st.none(), st.builds(wire.Data, st.integers(0, 255), st.integers(0, 2**16 - 1),
                                       st.integers(0, 2**32 - 1), st.binary(min_size=1, max_size=64),
-                                      st.booleans())))
+                                      st.booleans()),
+                 st.builds(wire.Pad, st.integers(0, 1400))))
 def test_plaintext_round_trip(ts, control, data):
     all_frames = [*control, *([data] if data else [])]
     assert wire.decode_plaintext(wire.encode_plaintext(ts, all_frames)) == (ts, all_frames)

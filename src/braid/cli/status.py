@@ -40,8 +40,9 @@ def render(reply: dict[str, Any]) -> None:
             table.add_column(col)
         for link in peer["links"]:
             tx, rx = link["tx_throughput"], link["rx_throughput"]
+            state = link["state"] + (" (warm-up)" if link.get("warming") else "")
             table.add_row(
-                link["name"], link["state"], str(link["rtt_ms"]), str(link["min_rtt_ms"]),
+                link["name"], state, str(link["rtt_ms"]), str(link["min_rtt_ms"]),
                 f"{link['loss'] * 100:.2f}", _mbit(link["capacity_bps"]), _mbit(link["pacing_bps"]),
                 str(link["queue_delay_ms"]), f"{link['share']:.2f}",
                 "/".join(_mbit(tx[k]) for k in ("current_bps", "avg_bps", "max_bps")),

@@ -26,7 +26,7 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
 
 
-def peer_status(peer: Peer, tput: Throughput) -> dict[str, Any]:
+def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     bond = peer.bond
     total_tx = sum(link.tx_bytes for link in bond.links) or 1
     links = []
@@ -46,6 +46,7 @@ def peer_status(peer: Peer, tput: Throughput) -> dict[str, Any]:
             "delivery_bps": round(link.recent_rate),
             "startup": link.startup,
             "reserved": link.reserved,
+            "warming": link.warming(now),
             "share": round(link.tx_bytes / total_tx, 3),
             "tx_packets": link.tx_packets, "tx_bytes": link.tx_bytes,
             "rx_packets": link.rx_packets, "rx_bytes": link.rx_bytes,

@@ -7,6 +7,9 @@ cover tracking, data to the duplicate filter and the per-flow reorder buffer -> 
 Local recovery: a per-link counter gap makes the receiver send a NACK; the sender resends
 those packets on the best link. A link turning suspect has its unacknowledged recent
 packets resent on the others.
+Warm-up: a link that comes up unmeasured is kept busy with padding (while data leaves it
+idle) until its first startup has measured its capacity, or WARMUP_TIME passes; the first
+transfer then finds every link's rate already known instead of ramping from a guess.
 Fragments: an inner packet larger than one datagram carries is cut into fragments, each
 its own datagram (own seq, scheduled, recovered and deduplicated like a packet); the
 receiver joins them before the per-flow reorder buffer, which sees whole packets only.
@@ -48,6 +51,9 @@ REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's
 FAR_SHARE = 0.5
 BULK_LINKS_REFRESH = 0.050  # seconds the choice of bulk links is kept between recomputations
 MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
+# seconds a new link may be kept busy with padding while its first startup measures it (a
+# 3x startup from the 1 Mbit/s guess finds 20 Mbit/s in about 0.4 s, at ~0.8 MB sent)
+WARMUP_TIME = 2.0
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
@@ -73,12 +79,13 @@ class _Partial:
 class Bond:
     def __init__(self, links: list[LinkConfig], now: float, transmit: Transmit, *,
                  scheduler: str = "earliest-arrival", queue_limit: float = DEFAULT_QUEUE_LIMIT,
-                 outer_ipv6: bool = False) -> None:
+                 outer_ipv6: bool = False, warmup: bool = True) -> None:
         self.links = [Link(c, now) for c in links]
         self._by_id = {link.id: link for link in self.links}
         self.transmit = transmit
         self.scheduler = make_scheduler(scheduler)
         self.queue_limit = queue_limit
+        self.warmup = warmup
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
         self._sealing = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN
         # the largest packet carried whole on every link: a fragment fits any link it is
@@ -104,7 +111,7 @@ class Bond:
         self.stats = dict.fromkeys(
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
-             "fragments_expired", "too_big"), 0)
+             "fragments_expired", "too_big", "warmup_datagrams"), 0)
 
     # ------------------------------------------------------------------ helpers
 
@@ -289,7 +296,23 @@ class Bond:
             link.queued_bytes -= size
             link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
             self._send_data(link, flow, fseq, seq, packet, unordered, now)
-        link.on_backlog(now, bool(queue))
+        warming = not queue and link.warming(now)
+        while warming and link.tx_clock <= limit:
+            size = self._send_pad(link, now)
+            link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+        link.on_backlog(now, bool(queue) or warming)
+
+    def _send_pad(self, link: Link, now: float) -> int:
+        """A datagram of padding as long as a bulk one (feedback owed rides along); returns
+        its size on the wire."""
+        room = wire.DATA_HEADER_LEN + self._room(link)
+        control = self._control_for(link, now, room - 1)
+        pad = wire.encode_frame(wire.Pad(room - len(control) - 1))
+        plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + pad
+        self._send(link, plaintext, now, data=True)
+        link.on_sent_expecting_answer(now)
+        self.stats["warmup_datagrams"] += 1
+        return self.wire_size(len(plaintext))
 
     def _send_data(self, link: Link, flow: int, fseq: int, seq: int, packet: bytes,
                    unordered: bool, now: float) -> None:
@@ -355,11 +378,13 @@ class Bond:
         changed = link.on_heard(now)
         if changed is not None:
             self.events.append(LinkEvent(link.name, changed))
+            if changed is Health.UP and self.warmup and not link.proven:
+                link.warm_until = now + WARMUP_TIME
         self._now = now
         self._detect_gap(link, counter, now)
         now_us = int((now if arrival is None else arrival) * 1e6)
         # only data and probes are answered with feedback: feedback never answers feedback
-        wants = any(isinstance(f, wire.Data | wire.Probe) for f in frames)
+        wants = any(isinstance(f, wire.Data | wire.Probe | wire.Pad) for f in frames)
         link.on_rx(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
             if isinstance(frame, wire.Data):
@@ -546,7 +571,7 @@ class Bond:
     def next_deadline(self) -> float:
         deadline = float("inf")
         for link in self.links:
-            if self._queues[link.id]:
+            if self._queues[link.id] or link.warming(self._now):
                 deadline = min(deadline, link.tx_clock - LINK_BACKLOG)
             interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
             deadline = min(deadline, link.last_tx + interval)

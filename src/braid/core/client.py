@@ -30,6 +30,7 @@ class ClientParams:
     scheduler: str = "earliest-arrival"
     queue_limit: float = 0.05
     outer_ipv6: bool = False
+    warmup: bool = True  # measure each new link with padding before data needs it
 
 
 class ClientCore:
@@ -41,7 +42,8 @@ class ClientCore:
         self._wall_offset = wall_offset
         self.instance = struct.unpack("!I", random(4))[0]
         self.peer = Peer("gateway", list(params.links), now, scheduler=params.scheduler,
-                         queue_limit=params.queue_limit, outer_ipv6=params.outer_ipv6)
+                         queue_limit=params.queue_limit, outer_ipv6=params.outer_ipv6,
+                         warmup=params.warmup)
         self.state = HandshakeState.IDLE
         self._pending: dict[int, noise.InitiatorPending] = {}  # sender index -> state
         self._next_attempt = now

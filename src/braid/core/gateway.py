@@ -34,6 +34,7 @@ class GatewayParams:
     queue_limit: float = 0.05
     link_mtu: int = 1500
     outer_ipv6: bool = False
+    warmup: bool = True  # measure each new link with padding before data needs it
 
 
 class _Routes:
@@ -127,7 +128,7 @@ class GatewayCore:
                      for i, name in enumerate(payload.link_names)]
             peer = Peer(client.name, links, now, scheduler=self.params.scheduler,
                         queue_limit=self.params.queue_limit, outer_ipv6=self.params.outer_ipv6,
-                        learns_addresses=True)
+                        learns_addresses=True, warmup=self.params.warmup)
             self.peers[client.name] = peer
         if peer.set_remote_instance(payload.instance):
             self.events.append(f"{client.name}: client restarted")

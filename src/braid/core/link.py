@@ -67,6 +67,7 @@ class Link:
         self.tx_bytes = 0
         self.last_tx = -1.0
         self.last_data_tx = -1.0
+        self.warm_until = -1.0  # the bond keeps the new link busy with padding until then
         self.tx_clock = now  # pacing: when the link is free to take its next packet
         self.queued_bytes = 0  # bytes waiting in the tunnel for this link
         # receiving side (what we report in feedback)
@@ -88,6 +89,7 @@ class Link:
         self.owd_base = WindowedMin(OWD_BASE_WINDOW)
         self.owd_recent: int | None = None
         self.loss = 0.0
+        self._busy_queue = 0.0  # the last standing queue seen while data flowed
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
         self.rx_owd_avg: float | None = None  # receive side: smoothed one-way delay (us)
         self.rx_owd_dev = 0.0
@@ -170,7 +172,12 @@ class Link:
         queue = self.queue_delay()
         if queue is not None:
             rtt = self.srtt if self.srtt is not None else 0.1
-            self.est.on_queue(now, queue, data_idle=now - self.last_data_tx > rtt + 2 * FEEDBACK_INTERVAL)
+            # idle once what data last queued has drained too (a warm-up can leave 200 ms
+            # on a slow link): its queue is not the path's noise
+            idle = now - self.last_data_tx > rtt + 2 * FEEDBACK_INTERVAL + self._busy_queue
+            if not idle:
+                self._busy_queue = queue
+            self.est.on_queue(now, queue, data_idle=idle)
         self._on_loss(rx_packets, highest_counter)
         self.est.on_phase_clock(now, self.srtt)
         self.refresh()
@@ -222,6 +229,10 @@ class Link:
 
     def capacity(self) -> float:
         return self.est.capacity()
+
+    def warming(self, now: float) -> bool:
+        """Up, not yet measured, and within its warm-up: padding fills what data leaves."""
+        return now < self.warm_until and not self.est.proven and self.health is Health.UP
 
     def queue_target(self) -> float:
         return self.est.queue_target()

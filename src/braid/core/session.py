@@ -95,12 +95,13 @@ class Peer:
 
     def __init__(self, name: str, links: list[LinkConfig], now: float, *,
                  scheduler: str = "earliest-arrival", queue_limit: float = 0.05,
-                 outer_ipv6: bool = False, learns_addresses: bool = False) -> None:
+                 outer_ipv6: bool = False, learns_addresses: bool = False, warmup: bool = True
+                 ) -> None:
         self.name = name
         self.learns_addresses = learns_addresses  # gateway: reply to authenticated sources
         self.link_names = tuple(c.name for c in links)
         self.bond = Bond(links, now, self._seal, scheduler=scheduler, queue_limit=queue_limit,
-                         outer_ipv6=outer_ipv6)
+                         outer_ipv6=outer_ipv6, warmup=warmup)
         self.current: Keypair | None = None
         self.previous: Keypair | None = None
         self.pending: Keypair | None = None  # responder side: not yet confirmed

@@ -52,6 +52,7 @@ FRAME_UNORDERED: Final = 0x02  # a resend, or an urgent packet that passed the q
 FRAME_PROBE: Final = 0x03
 FRAME_FEEDBACK: Final = 0x04
 FRAME_NACK: Final = 0x05
+FRAME_PAD: Final = 0x06  # the rest of the datagram is padding
 
 DATA_HEADER: Final = struct.Struct("!BBHI")  # type, flow, flow_seq, seq
 DATA_HEADER_LEN: Final = DATA_HEADER.size  # 8
@@ -235,7 +236,13 @@ class Nack:
     counters: tuple[int, ...]
 
 
-Frame = Data | Probe | Feedback | Nack
+@dataclass(frozen=True, slots=True)
+class Pad:
+    """Filler that keeps a new link busy while its capacity is measured (bond warm-up)."""
+    length: int  # zero bytes after the type byte, to the end of the datagram
+
+
+Frame = Data | Probe | Feedback | Nack | Pad
 
 
 def encode_data_header(flow: int, flow_seq: int, seq: int, unordered: bool = False) -> bytes:
@@ -265,6 +272,8 @@ def encode_frame(frame: Frame) -> bytes:
         return NACK_HEAD.pack(FRAME_NACK, frame.link, len(counters)) + b"".join(
             _b48(c) for c in counters
         )
+    if isinstance(frame, Pad):
+        return bytes([FRAME_PAD]) + bytes(frame.length)
     raise TypeError(f"not a frame: {frame!r}")
 
 
@@ -310,6 +319,9 @@ def decode_plaintext(plain: bytes) -> tuple[int, list[Frame]]:
             counters = tuple(_u48(plain[pos + 6 * i : pos + 6 * i + 6]) for i in range(count))
             frames.append(Nack(link, counters))
             pos += 6 * count
+        elif kind == FRAME_PAD:
+            frames.append(Pad(end - pos - 1))
+            return ts, frames
         else:
             raise WireError(f"unknown frame type {kind}")
     return ts, frames

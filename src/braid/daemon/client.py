@@ -37,7 +37,7 @@ class ClientDaemon(DaemonBase):
         self.mtu = tun_mtu(link_mtu, outer_v6, cfg.fragments)
         now = time.monotonic()
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
-                              cfg.scheduler, cfg.queue_ms / 1000, outer_v6)
+                              cfg.scheduler, cfg.queue_ms / 1000, outer_v6, cfg.warmup)
         self.core = ClientCore(params, now, random=os.urandom, wall_offset=time.time() - now)
         self.sockets: dict[int, list] = {}
         self._rr: dict[int, int] = {}

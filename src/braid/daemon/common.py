@@ -97,7 +97,7 @@ class StatusBook:
         self.tput.sample(now, counters)
 
     def peers(self, peers: list[Peer]) -> list[dict]:
-        return [peer_status(p, self.tput) for p in peers]
+        return [peer_status(p, self.tput, time.monotonic()) for p in peers]
 
 
 class DaemonBase:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from braid.core.bond import WARMUP_TIME
+
 from .netns import LabError, Namespaces
 from .scenario import Scenario
 
@@ -143,7 +145,18 @@ endpoint = "{GW_PUBLIC}:7000"
         while self.ns.run("site", ["ping", "-c", "1", "-W", "1", TUNNEL_GW], check=False).returncode != 0:
             if time.monotonic() > end or self.client.poll() is not None:
                 raise LabError(f"no ping through the tunnel (see {d / 'client.log'})")
-        time.sleep(1.0)  # let every link be proven up and probed
+        # the links' warm-up (padding that measures each new link) is traffic: wait it out, so
+        # that what follows starts on an idle tunnel; then let every link be probed
+        end = time.monotonic() + WARMUP_TIME + 3.0
+        while time.monotonic() < end and not self._settled():
+            time.sleep(0.1)
+        time.sleep(1.0)
+
+    def _settled(self) -> bool:
+        """Every link is up at both ends, and none is warming up."""
+        links = [link for role in ("client", "gateway")
+                 for peer in self.status(role)["peers"] for link in peer["links"]]
+        return bool(links) and all(link["state"] == "up" and not link["warming"] for link in links)
 
     def status(self, role: str = "client") -> dict:
         sock = self.dir / f"{role}.sock"

@@ -32,7 +32,8 @@ class FakeLink:
 class FakeNet:
     """Runs a client core and a gateway core against each other over FakeLinks."""
 
-    def __init__(self, links: dict[str, FakeLink], seed: int = 1, client_name: str = "site") -> None:
+    def __init__(self, links: dict[str, FakeLink], seed: int = 1, client_name: str = "site",
+                 warmup: bool = True) -> None:
         self.rng = random.Random(seed)
         self.links = links
         self.names = list(links)
@@ -42,9 +43,9 @@ class FakeNet:
         gw_key, cl_key = self._bytes(32), self._bytes(32)
         entry = ClientEntry(client_name, public_key(cl_key),
                             (ipaddress.ip_network("10.77.0.2/32"), ipaddress.ip_network("fd77::2/128")))
-        self.gateway = GatewayCore(GatewayParams(gw_key, (entry,)), 0.0, random=self._bytes)
+        self.gateway = GatewayCore(GatewayParams(gw_key, (entry,), warmup=warmup), 0.0, random=self._bytes)
         cfg = tuple(LinkConfig(n, i) for i, n in enumerate(self.names))
-        self.client = ClientCore(ClientParams(cl_key, public_key(gw_key), cfg), 0.0,
+        self.client = ClientCore(ClientParams(cl_key, public_key(gw_key), cfg, warmup=warmup), 0.0,
                                  random=self._bytes, wall_offset=1.7e9)
         self.to_gateway: list[bytes] = []  # delivered to the gateway's TUN
         self.to_client: list[bytes] = []
