@@ -52,7 +52,7 @@ FAR_SHARE = 0.5
 BULK_LINKS_REFRESH = 0.050  # seconds the choice of bulk links is kept between recomputations
 MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
 # seconds a new link may be kept busy with padding while its first startup measures it (a
-# 3x startup from the 1 Mbit/s guess finds 20 Mbit/s in about 0.4 s, at ~0.8 MB sent)
+# 3x startup from the 1 Mbit/s guess finds 20 Mbit/s in about 0.4 s, at ~0.9 MB sent)
 WARMUP_TIME = 2.0
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
