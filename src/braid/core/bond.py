@@ -60,6 +60,11 @@ Transmit = Callable[[int, bytes], int]
 Queued = tuple[int, int, int, int, bytes, bool]  # wire size, flow, flow_seq, seq, packet, unordered
 
 
+def _stamp(now: float) -> bytes:
+    """The sender's timestamp that opens every transport plaintext."""
+    return wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
+
+
 @dataclass(frozen=True, slots=True)
 class LinkEvent:
     link: str
@@ -157,8 +162,7 @@ class Bond:
         return counter
 
     def _send_control(self, link: Link, frames: bytes, now: float) -> None:
-        ts = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
-        self._send(link, ts + frames, now, data=False)
+        self._send(link, _stamp(now) + frames, now, data=False)
 
     # ------------------------------------------------------------------ send side
 
@@ -182,7 +186,7 @@ class Bond:
                 size = self._data_size(len(payload))
                 link = pick_urgent(self.links, size, now, LINK_BACKLOG)
                 self.stats["urgent"] += 1
-                link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+                link.take_pace(size, now)
                 self._send_data(link, flow, fseq, self._take_seq(), payload, True, now)
             return
         # numbers are taken only once the tunnel has accepted the packet: a dropped packet
@@ -294,12 +298,12 @@ class Bond:
         while queue and link.tx_clock <= limit:
             size, flow, fseq, seq, packet, unordered = queue.popleft()
             link.queued_bytes -= size
-            link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+            link.take_pace(size, now)
             self._send_data(link, flow, fseq, seq, packet, unordered, now)
         warming = not queue and link.warming(now)
         while warming and link.tx_clock <= limit:
             size = self._send_pad(link, now)
-            link.tx_clock = max(link.tx_clock, now) + size * 8 / link.pace_rate
+            link.take_pace(size, now)
         link.on_backlog(now, bool(queue) or warming)
 
     def _send_pad(self, link: Link, now: float) -> int:
@@ -308,7 +312,7 @@ class Bond:
         room = wire.DATA_HEADER_LEN + self._room(link)
         control = self._control_for(link, now, room - 1)
         pad = wire.encode_frame(wire.Pad(room - len(control) - 1))
-        plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + pad
+        plaintext = _stamp(now) + control + pad
         self._send(link, plaintext, now, data=True)
         link.on_sent_expecting_answer(now)
         self.stats["warmup_datagrams"] += 1
@@ -321,7 +325,7 @@ class Bond:
         body = wire.encode_data_header(flow, fseq, seq, unordered) + packet
         room = self._max_plain(link) - wire.INNER_TS_LEN - len(body)
         control = self._control_for(link, now, room)
-        plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + control + body
+        plaintext = _stamp(now) + control + body
         counter = self._send(link, plaintext, now, data=True)
         link.on_sent_expecting_answer(now)
         self._history.record(link.id, counter, now, flow, fseq, seq, packet)

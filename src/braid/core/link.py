@@ -182,6 +182,11 @@ class Link:
         self.est.on_phase_clock(now, self.srtt)
         self.refresh()
 
+    def take_pace(self, size: int, now: float) -> None:
+        """A datagram of `size` wire bytes leaves now or when the link is free: its paced
+        time is taken."""
+        self.tx_clock = max(self.tx_clock, now) + size * 8 / self.pace_rate
+
     def backlog_end(self, now: float) -> float:
         """When everything already queued for this link will have left, at its pacing rate."""
         start = self.tx_clock if self.tx_clock > now else now
@@ -232,7 +237,7 @@ class Link:
 
     def warming(self, now: float) -> bool:
         """Up, not yet measured, and within its warm-up: padding fills what data leaves."""
-        return now < self.warm_until and not self.est.proven and self.health is Health.UP
+        return now < self.warm_until and not self.proven and self.usable
 
     def queue_target(self) -> float:
         return self.est.queue_target()
