@@ -5,6 +5,7 @@ Needs root, iproute2, nftables and iperf3 (installed by scripts/setup.sh)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -79,12 +80,48 @@ endpoint = "{GW_ADDR}:7000"
 ''' + links)
         self.gw_log = open(workdir / "gateway.log", "w")  # noqa: SIM115
         self.cl_log = open(workdir / "client.log", "w")  # noqa: SIM115
-        self.gateway = ns.popen("gw", [*BRAID, "gateway", "-c", str(workdir / "gateway.toml")],
-                                stderr=self.gw_log)
+        self.gateway = self._start_gateway()
         _wait_for(lambda: (workdir / "gw.sock").exists(), 10, "the gateway's control socket")
-        self.client = ns.popen("site", [*BRAID, "client", "-c", str(workdir / "client.toml")],
-                               stderr=self.cl_log)
+        self.client = self._start_client()
         _wait_for(self._pings, 15, "a ping through the tunnel")
+
+    def _start_gateway(self) -> subprocess.Popen:
+        return self.ns.popen("gw", [*BRAID, "gateway", "-c", str(self.dir / "gateway.toml")],
+                             stderr=self.gw_log)
+
+    def _start_client(self) -> subprocess.Popen:
+        return self.ns.popen("site", [*BRAID, "client", "-c", str(self.dir / "client.toml")],
+                             stderr=self.cl_log)
+
+    def restart(self, which: str) -> None:
+        """Stop one daemon (SIGTERM, clean teardown) and start it again at once."""
+        proc = self.gateway if which == "gateway" else self.client
+        proc.terminate()
+        proc.wait(timeout=10)
+        if which == "gateway":
+            self.gateway = self._start_gateway()
+        else:
+            self.client = self._start_client()
+
+    def ping_gaps(self, seconds: float, during) -> float:
+        """Ping the gateway every 50 ms for `seconds`, calling `during()` after one second;
+        returns the longest time between two replies (the outage)."""
+        ping = self.ns.popen("site", ["ping", "-D", "-n", "-i", "0.05", "-W", "1", "-w", str(seconds),
+                                      "10.77.0.1"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        during()
+        out, _ = ping.communicate(timeout=seconds + 10)
+        stamps = [float(line[1:line.index("]")]) for line in out.splitlines()
+                  if line.startswith("[") and "bytes from" in line]
+        assert len(stamps) > 10, out
+        return max(b - a for a, b in itertools.pairwise(stamps))
+
+    def internal_errors(self) -> dict[str, int]:
+        out = {}
+        for role, ns_role, sock in (("client", "site", "cl.sock"), ("gateway", "gw", "gw.sock")):
+            reply = self.ns.run(ns_role, [*BRAID, "status", "--json", "-s", str(self.dir / sock)])
+            out[role] = json.loads(reply.stdout)["counters"]["internal_errors"]
+        return out
 
     def _pings(self) -> bool:
         return self.ns.run("site", ["ping", "-c", "1", "-W", "1", "10.77.0.1"], check=False).returncode == 0
@@ -114,6 +151,16 @@ endpoint = "{GW_ADDR}:7000"
                 total += (int(fields[11]) + int(fields[12])) / tick
             out[name] = total
         return out
+
+    def cut_upstream(self, i: int) -> None:
+        """Drop what the site sends on uplink i; what the gateway sends on it still arrives."""
+        rules = ("add table inet braidow\n"
+                 "add chain inet braidow out { type filter hook output priority 0; }\n"
+                 f'add rule inet braidow out oifname "up{i}" udp dport 7000 drop\n')
+        subprocess.run(self.ns.cmd("site", ["nft", "-f", "-"]), input=rules, text=True, check=True)
+
+    def heal_upstream(self) -> None:
+        self.ns.run("site", ["nft", "delete", "table", "inet", "braidow"])
 
     def blackhole(self, i: int) -> None:
         """Silently drop everything on uplink i, both ways; the interface stays up."""
@@ -182,6 +229,46 @@ c.close()
 '''], timeout=120)
     receiver.wait(timeout=30)
     assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_a_gateway_restart_costs_seconds(tunnel):
+    outage = tunnel.ping_gaps(8, lambda: tunnel.restart("gateway"))
+    print(f"gateway restart: longest ping gap {outage * 1000:.0f} ms")
+    _wait_for(lambda: (tunnel.dir / "gw.sock").exists(), 10, "the gateway's control socket")
+    assert outage <= 3.0
+    assert tunnel.internal_errors() == {"client": 0, "gateway": 0}
+
+
+def test_a_client_restart_costs_seconds(tunnel):
+    outage = tunnel.ping_gaps(6, lambda: tunnel.restart("client"))
+    print(f"client restart: longest ping gap {outage * 1000:.0f} ms")
+    assert outage <= 2.0
+    assert tunnel.internal_errors() == {"client": 0, "gateway": 0}
+
+
+def test_a_dead_upstream_alone_stops_carrying_the_upload(tunnel):
+    """The slower uplink's upstream dies while its downstream still works: the client learns
+    it from the gateway's reports and the upload moves to the other link."""
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(tunnel.iperf("10.77.0.1", 8)))
+    worker.start()
+    time.sleep(3.0)
+    tunnel.cut_upstream(1)
+    cut_at = 3.0 - 0.4  # the iperf server's start-up sleep
+    try:
+        worker.join(timeout=60)
+        states = {lk["name"]: (lk["state_tx"], lk["state_rx"])
+                  for lk in tunnel.status()["peers"][0]["links"]}
+    finally:
+        tunnel.heal_upstream()
+    intervals = [(i["sum"]["start"], i["sum"]["bits_per_second"] / 1e6) for i in result["intervals"]]
+    print("per-second Mbit/s with up1's upstream cut at ~2.6 s:", [round(x, 1) for _, x in intervals])
+    after = [mbit for start, mbit in intervals if start >= cut_at + 1.0]
+    assert after and min(after) >= 0.8 * RATES[0] * 0.9, intervals  # 0.8 of the fibre's goodput
+    assert states["l1"][0] in ("suspect", "down"), states
+    assert tunnel.internal_errors() == {"client": 0, "gateway": 0}
+    _wait_for(lambda: all(lk["state"] == "up" for lk in tunnel.status()["peers"][0]["links"]), 10,
+              "both links up again")
 
 
 def test_blackholed_uplink_does_not_stop_the_transfer(tunnel):

@@ -33,7 +33,9 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     for link in bond.links:
         links.append({
             "name": link.name,
-            "state": link.health.value,
+            "state": link.state.value,
+            "state_rx": link.health.value,
+            "state_tx": link.tx_health.value,
             "rtt_ms": _ms(link.srtt),
             "rttvar_ms": _ms(link.rttvar if link.srtt is not None else None),
             "min_rtt_ms": _ms(link.min_rtt.get(link.srtt) if link.srtt is not None else None),

@@ -26,6 +26,7 @@ from .classify import BULK, INTERACTIVE, classify
 from .estimator import RESERVED_DATAGRAM_TIME
 from .link import (
     FEEDBACK_INTERVAL,
+    HEARD_INTERVAL,
     PROBE_INTERVAL,
     SUSPECT_PROBE_INTERVAL,
     Health,
@@ -65,10 +66,17 @@ def _stamp(now: float) -> bytes:
     return wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
 
 
+REPORT_STALE = 60.0  # seconds after which a HEARD report is taken whatever its timestamp
+
+
 @dataclass(frozen=True, slots=True)
 class LinkEvent:
+    """A link's health changed in one direction: "rx" (what this end hears of it) or "tx"
+    (what the peer reports hearing of it)."""
     link: str
     health: Health
+    direction: str
+    cause: str
 
 
 @dataclass(slots=True)
@@ -113,6 +121,8 @@ class Bond:
         self._now = now
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
+        self._report_ts: int | None = None  # the peer's timestamp on the newest HEARD report
+        self._report_at = -1.0
         self.stats = dict.fromkeys(
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
@@ -134,11 +144,26 @@ class Bond:
         return link.config.mtu - self._ip_overhead - self._sealing
 
     def _control_for(self, link: Link, now: float, room: int) -> bytes:
-        """Feedback owed on this link, if it is due and fits in `room` bytes."""
+        """Feedback owed on this link and the HEARD report, if due and they fit in `room`."""
+        out = b""
         if (link.rx_pending_feedback and room >= wire.FEEDBACK.size
                 and now >= link.last_feedback_tx + FEEDBACK_INTERVAL):
-            return wire.encode_frame(self._feedback(link, now))
-        return b""
+            out = wire.encode_frame(self._feedback(link, now))
+        if room - len(out) >= wire.HEARD.size and now >= link.last_heard_report_tx + HEARD_INTERVAL:
+            out += self._heard_report(link, now)
+        return out
+
+    def _heard_report(self, link: Link, now: float) -> bytes:
+        """Which links this end hears, sent on `link` (on every link in turn, so that it
+        reaches the peer over whichever still works)."""
+        link.last_heard_report_tx = now
+        known = up = 0
+        for lk in self.links:
+            if lk.ever_up:
+                known |= 1 << lk.id
+            if lk.health is Health.UP:
+                up |= 1 << lk.id
+        return wire.encode_frame(wire.Heard(known, up))
 
     def _feedback(self, link: Link, now: float) -> wire.Feedback:
         hold = int((now - link.rx_last_arrival) * 1e6)
@@ -381,7 +406,7 @@ class Bond:
             return
         changed = link.on_heard(now)
         if changed is not None:
-            self.events.append(LinkEvent(link.name, changed))
+            self.events.append(LinkEvent(link.name, changed, "rx", "heard again"))
             if changed is Health.UP and self.warmup and not link.proven:
                 link.warm_until = now + WARMUP_TIME
         self._now = now
@@ -399,7 +424,28 @@ class Bond:
                 self._cover(link, frame.head)
             elif isinstance(frame, wire.Nack):
                 self._on_nack(frame, now)
+            elif isinstance(frame, wire.Heard):
+                self._on_heard_report(frame, ts, now)
         self._release(now)
+
+    def _on_heard_report(self, report: wire.Heard, ts: int, now: float) -> None:
+        """The peer says which of our links it hears. Reports travel on every link with
+        different delays: one older than the newest taken is ignored."""
+        if (self._report_ts is not None and now - self._report_at < REPORT_STALE
+                and seq_diff(ts, self._report_ts) <= 0):
+            return
+        self._report_ts, self._report_at = ts, now
+        for link in self.links:
+            bit = 1 << link.id
+            if not report.known & bit or link.id >= 32:
+                continue
+            changed = link.on_peer_report(now, bool(report.up & bit))
+            if changed is None:
+                continue
+            cause = "the peer hears it again" if changed is Health.UP else "the peer does not hear it"
+            self.events.append(LinkEvent(link.name, changed, "tx", cause))
+            if changed is Health.SUSPECT and link.health is Health.UP:
+                self._failover(link, now)
 
     def _cover(self, link: Link, head: int) -> None:
         if not link.head_known or seq_diff(head, link.head_cover) > 0:
@@ -549,10 +595,12 @@ class Bond:
             self._expire_partial(now)
         for link in self.links:
             self._pump(link, now)
+            quiet = now - max(link.last_heard, link.silent_since)
             changed = link.check_silence(now)
             if changed is not None:
-                self.events.append(LinkEvent(link.name, changed))
-                if changed is Health.SUSPECT:
+                cause = f"nothing heard for {quiet * 1000:.0f} ms"
+                self.events.append(LinkEvent(link.name, changed, "rx", cause))
+                if changed is Health.SUSPECT and link.tx_health is Health.UP:
                     self._failover(link, now)
             self._keepalive(link, now)
         self._release(now)
@@ -570,7 +618,7 @@ class Bond:
             self._send_control(link, frames, now)
             link.on_sent_expecting_answer(now)
         elif link.rx_pending_feedback and now >= link.last_feedback_tx + FEEDBACK_INTERVAL:
-            self._send_control(link, wire.encode_frame(self._feedback(link, now)), now)
+            self._send_control(link, self._control_for(link, now, 1 << 16), now)
 
     def next_deadline(self) -> float:
         deadline = float("inf")
@@ -600,8 +648,10 @@ class Bond:
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
         self._partial.clear()
+        self._report_ts = None
         for link in self.links:
             link.head_known = False
+            link.on_peer_restart()
 
     def on_new_recv_keys(self) -> None:
         for link in self.links:

@@ -10,11 +10,11 @@ from . import noise, wire
 from .handshake import (
     PROLOGUE,
     REKEY_RETRY,
-    HandshakeEvent,
+    SESSION_SILENCE,
     HandshakeState,
     InitPayload,
     RespPayload,
-    transition,
+    handshake_state,
 )
 from .link import LinkConfig
 from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer
@@ -44,10 +44,11 @@ class ClientCore:
         self.peer = Peer("gateway", list(params.links), now, scheduler=params.scheduler,
                          queue_limit=params.queue_limit, outer_ipv6=params.outer_ipv6,
                          warmup=params.warmup)
-        self.state = HandshakeState.IDLE
         self._pending: dict[int, noise.InitiatorPending] = {}  # sender index -> state
         self._next_attempt = now
         self._last_wall_us = 0
+        self._silence_told = False  # the current silence of the gateway was logged
+        self._answered: set[int] = set()  # the indices of the last answered round
         self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed",
                                        "no_session", "handshakes"), 0)
         self.events: list[str] = []
@@ -64,14 +65,22 @@ class ClientCore:
 
     # ------------------------------------------------------------------ handshake
 
+    @property
+    def state(self) -> HandshakeState:
+        return handshake_state(self.peer.current is not None, bool(self._pending))
+
     def _wall_us(self, now: float) -> int:
         wall = int((now + self._wall_offset) * 1e6)
         self._last_wall_us = max(wall, self._last_wall_us + 1)
         return self._last_wall_us
 
     def _needs_handshake(self, now: float) -> bool:
+        """No keys, keys due for a rekey, or a session the gateway no longer answers on any
+        link (it restarted, or every path died): data is the heartbeat, since both ends probe
+        each link at least every PROBE_INTERVAL."""
         current = self.peer.current
-        return current is None or current.needs_rekey(now)
+        return (current is None or current.needs_rekey(now)
+                or now >= self.peer.last_authenticated + SESSION_SILENCE)
 
     def _send_initiations(self, now: float) -> None:
         index = struct.unpack("!I", self._random(4))[0]
@@ -87,14 +96,14 @@ class ClientCore:
             msg = wire.HandshakeInit(index, e_pub, s_sealed, p_sealed).encode()
             self.peer.out.append(Datagram(link.link_id, None, msg))
             index = (index + 1) & 0xFFFFFFFF
-        self.state = transition(self.state, HandshakeEvent.SEND)
         jitter = self._random(1)[0] / 255 * 0.2
         self._next_attempt = now + REKEY_RETRY + jitter
 
     def _on_response(self, msg: wire.HandshakeResp, now: float) -> None:
         pending = self._pending.get(msg.receiver_index)
         if pending is None:
-            self.counters["unknown_index"] += 1
+            if msg.receiver_index not in self._answered:  # else a copy on another link
+                self.counters["unknown_index"] += 1
             return
         try:
             payload, keys = noise.initiator_read(pending, msg.ephemeral, msg.payload_sealed)
@@ -102,13 +111,14 @@ class ClientCore:
         except (noise.HandshakeError, wire.WireError):
             self.counters["handshake_failed"] += 1
             return
+        self._answered = set(self._pending)
         self._pending = {}
+        self._silence_told = False
         self.counters["handshakes"] += 1
         if self.peer.set_remote_instance(resp.instance):
             self.events.append("gateway restarted: receive state reset")
         keypair = Keypair(keys, msg.receiver_index, msg.sender_index, now)
         self.peer.install(keypair, confirmed=True)
-        self.state = transition(self.state, HandshakeEvent.RESPONSE)
         self.events.append("handshake complete")
         for link in self.peer.bond.links:  # confirm the keys and show the gateway each link
             link.last_tx = -1.0
@@ -142,10 +152,13 @@ class ClientCore:
 
     def on_timer(self, now: float) -> None:
         if self._needs_handshake(now) and now >= self._next_attempt:
+            silent = now - self.peer.last_authenticated
+            if self.peer.current is not None and silent >= SESSION_SILENCE and not self._silence_told:
+                self._silence_told = True
+                self.events.append(f"no answer from the gateway on any link for {silent:.1f} s: "
+                                   "handshaking again")
             self._send_initiations(now)
         self.peer.expire_keys(now)
-        if self.peer.current is None and self.state is HandshakeState.ESTABLISHED:
-            self.state = transition(self.state, HandshakeEvent.KEYS_EXPIRED)
         if self.peer.established:
             self.peer.bond.on_timer(now)
 
@@ -153,5 +166,6 @@ class ClientCore:
         current = self.peer.current
         if current is None:
             return self._next_attempt
-        rekey = max(self._next_attempt, current.created + REKEY_AFTER_TIME)
+        due = min(current.created + REKEY_AFTER_TIME, self.peer.last_authenticated + SESSION_SILENCE)
+        rekey = max(self._next_attempt, due)
         return min(self.peer.bond.next_deadline(), rekey)

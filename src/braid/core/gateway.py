@@ -16,6 +16,7 @@ from .link import LinkConfig
 from .session import Address, Datagram, Keypair, Peer
 
 Random = Callable[[int], bytes]
+ANSWER_COPY_TIME = 1.0  # seconds a response is copied to the same initiation's other links
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -73,6 +74,8 @@ class GatewayCore:
         self.peers: dict[str, Peer] = {}
         self._index: dict[int, tuple[Peer, Keypair]] = {}
         self._last_wall: dict[str, int] = {}
+        # per client, the last response: (when, its initiation's wall_us, links it went on, bytes)
+        self._answered: dict[str, tuple[float, int, set[int], bytes]] = {}
         self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
         self.delivered: list[bytes] = []
         self.events: list[str] = []
@@ -100,8 +103,12 @@ class GatewayCore:
         if client is None:
             self.counters["unknown_client"] += 1
             return
-        if payload.wall_us <= self._last_wall.get(client.name, -1):
-            self.counters["stale_initiation"] += 1  # replayed or duplicate (sent on every link)
+        last = self._last_wall.get(client.name, -1)
+        if payload.wall_us == last:
+            self._answer_copy(client.name, payload, addr, now)
+            return
+        if payload.wall_us < last:
+            self.counters["stale_initiation"] += 1  # replayed
             return
         self._last_wall[client.name] = payload.wall_us
         peer = self._peer_for(client, payload, now)
@@ -115,8 +122,23 @@ class GatewayCore:
         self._index[index] = (peer, keypair)
         resp = wire.HandshakeResp(index, msg.sender_index, e_pub, sealed).encode()
         self.datagrams.append(Datagram(payload.link_id, addr, resp))
+        self._answered[client.name] = (now, payload.wall_us, {payload.link_id}, resp)
         self.counters["handshakes"] += 1
         self.events.append(f"{client.name}: handshake on link {payload.link_names[payload.link_id]}")
+
+    def _answer_copy(self, name: str, payload: InitPayload, addr: Address, now: float) -> None:
+        """The same initiation arrived on another link (the client sends one on each): the
+        response already made goes back on this link too, so the handshake completes over
+        any link whose return path works. Only a copy of bytes already sent, once per link,
+        within ANSWER_COPY_TIME, and smaller than the initiation: a replay cannot make the
+        gateway send more than it received, nor change any state."""
+        answered = self._answered.get(name)
+        if (answered is None or answered[1] != payload.wall_us or now - answered[0] > ANSWER_COPY_TIME
+                or payload.link_id in answered[2]):
+            self.counters["stale_initiation"] += 1
+            return
+        answered[2].add(payload.link_id)
+        self.datagrams.append(Datagram(payload.link_id, addr, answered[3]))
 
     def _peer_for(self, client: ClientEntry, payload: InitPayload, now: float) -> Peer:
         peer = self.peers.get(client.name)

@@ -20,6 +20,7 @@ SILENCE_FLOOR = 0.150  # below this, a busy host's scheduling hiccups look like 
 IDLE_SILENCE = 3 * PROBE_INTERVAL + 0.050  # nothing owed, yet not even the peer's probes
 READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
 DOWN_AFTER = 2.0  # suspect this long: down
+HEARD_INTERVAL = 0.050  # the receiver's HEARD report rides a link's datagrams at most this often
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
 
 
@@ -57,8 +58,11 @@ class Link:
         self.config = config
         self.id = config.link_id
         self.name = config.name
-        self.health = Health.SUSPECT  # unproven until heard from
+        self.health = Health.SUSPECT  # receive direction: unproven until heard from
+        self.tx_health = Health.UP  # send direction, as the peer's HEARD reports tell it
+        self.tx_silent_since = now
         self.heard_in_row = 0
+        self.ever_up = False  # its receive health has been up: the HEARD report vouches for it
         self.last_heard = -1.0
         self.silent_since = now
         self.awaiting_since: float | None = None  # first data/probe sent since last heard
@@ -79,6 +83,7 @@ class Link:
         self.rx_highest_counter = -1
         self.rx_pending_feedback = False
         self.last_feedback_tx = -1.0
+        self.last_heard_report_tx = -1.0
         self.head_cover = 0  # peer's head seq carried by the latest datagram on this link
         self.head_known = False
         # estimators fed by the peer's feedback
@@ -108,7 +113,33 @@ class Link:
 
     @property
     def usable(self) -> bool:
-        return self.health is Health.UP
+        """Both directions work: data needs its feedback back on the same link."""
+        return self.health is Health.UP and self.tx_health is Health.UP
+
+    @property
+    def state(self) -> Health:
+        """The worse of the two directions."""
+        order = (Health.UP, Health.SUSPECT, Health.DOWN)
+        return max(self.health, self.tx_health, key=order.index)
+
+    def on_peer_report(self, now: float, heard: bool) -> Health | None:
+        """The peer's HEARD report on this link's direction toward it (one it has heard
+        this session). Returns the new send-direction health if it changed."""
+        if heard:
+            if self.tx_health is Health.UP:
+                return None
+            self.tx_health = Health.UP
+            self.tx_clock = now
+            self.est.on_readmitted()
+            return self.tx_health
+        if self.tx_health is Health.UP:
+            self.tx_health = Health.SUSPECT
+            self.tx_silent_since = now
+            return self.tx_health
+        if self.tx_health is Health.SUSPECT and now - self.tx_silent_since >= DOWN_AFTER:
+            self.tx_health = Health.DOWN
+            return self.tx_health
+        return None
 
     def response_timeout(self) -> float:
         """How long an answer to data or a probe sent on this link may take."""
@@ -129,6 +160,7 @@ class Link:
         self.heard_in_row += 1
         if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
             self._fire(HealthEvent.HEARD_ENOUGH)
+            self.ever_up = True
             self.tx_clock = now
             self.est.on_readmitted()
             return self.health
@@ -297,6 +329,10 @@ class Link:
             self.rx_highest_counter = counter
         if wants_feedback:
             self.rx_pending_feedback = True
+
+    def on_peer_restart(self) -> None:
+        """The peer's view of our links starts over: its reports tell the truth again."""
+        self.tx_health = Health.UP
 
     def on_new_session(self) -> None:
         """AEAD counters restart with a new session: restart counter-based loss accounting."""

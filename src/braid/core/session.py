@@ -114,6 +114,7 @@ class Peer:
         self.stats = PeerStats()
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
         self._last_recv_keys: Keypair | None = None
+        self.last_authenticated = now  # when a datagram from the peer last opened (or keys came)
 
     @property
     def established(self) -> bool:
@@ -125,6 +126,7 @@ class Peer:
     def install(self, keypair: Keypair, confirmed: bool) -> None:
         """A handshake completed. The initiator uses it at once; the responder on confirmation."""
         if confirmed:
+            self.last_authenticated = max(self.last_authenticated, keypair.created)
             keypair.confirmed = True
             self.previous, self.current = self.current, keypair
             self.bond.on_new_send_keys()
@@ -187,6 +189,7 @@ class Peer:
             self.stats.replayed += 1
             return False
         self.stats.rx_datagrams += 1
+        self.last_authenticated = now
         if keypair is self.pending:
             self.pending = None
             self.install(keypair, confirmed=True)

@@ -19,6 +19,8 @@ a packet take consecutive seqs (index 0 first) and share its flow_seq.
   FEEDBACK  0x04 link(1) rx_packets(4) rx_bytes(4) echo_ts(4) echo_hold_us(4) rx_time_us(4)
                  owd_min_us(4) highest_counter(6)
   NACK      0x05 link(1) count(1) counter(6) * count
+  PAD       0x06 zero bytes to the end of the datagram
+  HEARD     0x07 known(4) up(4)   bit i: link i was ever up / is up (heard) now
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ FRAME_PROBE: Final = 0x03
 FRAME_FEEDBACK: Final = 0x04
 FRAME_NACK: Final = 0x05
 FRAME_PAD: Final = 0x06  # the rest of the datagram is padding
+FRAME_HEARD: Final = 0x07  # which of the peer's links this end hears: per-direction health
 
 DATA_HEADER: Final = struct.Struct("!BBHI")  # type, flow, flow_seq, seq
 DATA_HEADER_LEN: Final = DATA_HEADER.size  # 8
 PROBE: Final = struct.Struct("!BI")
 FEEDBACK: Final = struct.Struct("!BBIIIIIi6s")
+HEARD: Final = struct.Struct("!BII")
 NACK_HEAD: Final = struct.Struct("!BBB")
 NACK_MAX: Final = 32
 
@@ -242,7 +246,15 @@ class Pad:
     length: int  # zero bytes after the type byte, to the end of the datagram
 
 
-Frame = Data | Probe | Feedback | Nack | Pad
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """The receiver's view of each link's incoming direction, sent on every link so that
+    the sender learns of a link whose one direction died over the others."""
+    known: int  # bit i: link i has been up (heard enough) since this end started
+    up: int  # bit i: link i is heard now (its receive health is up)
+
+
+Frame = Data | Probe | Feedback | Nack | Pad | Heard
 
 
 def encode_data_header(flow: int, flow_seq: int, seq: int, unordered: bool = False) -> bytes:
@@ -274,6 +286,8 @@ def encode_frame(frame: Frame) -> bytes:
         )
     if isinstance(frame, Pad):
         return bytes([FRAME_PAD]) + bytes(frame.length)
+    if isinstance(frame, Heard):
+        return HEARD.pack(FRAME_HEARD, frame.known & 0xFFFFFFFF, frame.up & 0xFFFFFFFF)
     raise TypeError(f"not a frame: {frame!r}")
 
 
@@ -319,6 +333,12 @@ def decode_plaintext(plain: bytes) -> tuple[int, list[Frame]]:
             counters = tuple(_u48(plain[pos + 6 * i : pos + 6 * i + 6]) for i in range(count))
             frames.append(Nack(link, counters))
             pos += 6 * count
+        elif kind == FRAME_HEARD:
+            if end - pos < HEARD.size:
+                raise WireError("heard frame too short")
+            _, known, up = HEARD.unpack_from(plain, pos)
+            frames.append(Heard(known, up))
+            pos += HEARD.size
         elif kind == FRAME_PAD:
             frames.append(Pad(end - pos - 1))
             return ts, frames

@@ -66,6 +66,8 @@ class ClientDaemon(DaemonBase):
         on_datagram = self.core.on_datagram
         recvmsg = sock.recvmsg
         wall = time.time
+        faults = self.loop.faults
+        where = f"a datagram on link {self.cfg.links[link_id].name}"
 
         def read(now: float) -> None:
             offset = now - wall()
@@ -76,11 +78,14 @@ class ClientDaemon(DaemonBase):
                     return
                 except OSError:  # ICMP unreachable reported on the connected socket
                     return
-                on_datagram(link_id, data, now, arrival_time(rx_stamp(ancdata), offset, now))
+                try:
+                    on_datagram(link_id, data, now, arrival_time(rx_stamp(ancdata), offset, now))
+                except Exception:
+                    faults.record(where)
         return read
 
     def _on_tun(self, now: float) -> None:
-        read_tun(self.tun, self.core.on_tun_packet, self._send, now)
+        read_tun(self.tun, self.core.on_tun_packet, self._send, now, self.loop.faults)
 
     def _send(self) -> None:
         out = self.core.datagrams

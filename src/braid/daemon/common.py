@@ -14,7 +14,7 @@ from braid.core.session import Peer
 from braid.io.netlink import InterfaceSetup, NetlinkError
 from braid.io.tun import Tun
 
-from .loop import EventLoop
+from .loop import EventLoop, Faults
 
 log = logging.getLogger("braid.daemon")
 
@@ -45,14 +45,17 @@ TUN_CHUNKS = 8  # chunks per wake-up (then timers and the other sockets get thei
 
 
 def read_tun(tun: Tun, on_packet: Callable[[bytes, float], None], send: Callable[[], None],
-             now: float) -> None:
+             now: float, faults: Faults) -> None:
     """Read the TUN in small chunks and send after each: datagrams carry the time they were
     built, and the peer measures one-way delay from it, so they must leave soon after (a
     chunk of 8 large packets is ~50 datagrams, about a millisecond of work)."""
     for _ in range(TUN_CHUNKS):
         packets = tun.read_batch(TUN_CHUNK)
         for packet in packets:
-            on_packet(packet, now)
+            try:
+                on_packet(packet, now)
+            except Exception:
+                faults.record("a packet from the TUN")
         send()
         if len(packets) < TUN_CHUNK:
             return
@@ -127,7 +130,8 @@ class DaemonBase:
         for peer in peers:
             for event in peer.bond.events:
                 prefix = f"{peer.name}: " if name_peers else ""
-                log.info("%slink %s is %s", prefix, event.link, event.health.value)
+                log.info("%slink %s %s %s: %s", prefix, event.link, event.direction,
+                         event.health.value, event.cause)
             peer.bond.events.clear()
         for event in events:
             log.info("%s", event)
@@ -135,7 +139,8 @@ class DaemonBase:
 
     def status_reply(self, tun: Tun, mtu: int, counters: dict[str, int], peers: list[Peer],
                      **extra: Any) -> dict[str, Any]:
-        counters = dict(counters, send_errors=self.send_errors, tun_write_errors=self.tun_write_errors)
+        counters = dict(counters, send_errors=self.send_errors, tun_write_errors=self.tun_write_errors,
+                        internal_errors=self.loop.faults.count)
         return {"ok": True, "role": self.role, "tun": tun.name, "mtu": mtu, **extra,
                 "uptime_s": round(time.monotonic() - self.book.started, 1),
                 "counters": counters, "peers": self.book.peers(peers)}

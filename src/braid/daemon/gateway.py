@@ -55,10 +55,13 @@ class GatewayDaemon(DaemonBase):
         on_datagram = self.core.on_datagram
         offset = now - time.time()
         for data, addr, stamp in self.sock.recv_batch():
-            on_datagram(addr, data, now, arrival_time(stamp, offset, now))
+            try:
+                on_datagram(addr, data, now, arrival_time(stamp, offset, now))
+            except Exception:
+                self.loop.faults.record(f"a datagram from {addr}")
 
     def _on_tun(self, now: float) -> None:
-        read_tun(self.tun, self.core.on_tun_packet, self._send, now)
+        read_tun(self.tun, self.core.on_tun_packet, self._send, now, self.loop.faults)
 
     def _send(self) -> None:
         send = self.sock.send

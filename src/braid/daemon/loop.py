@@ -11,12 +11,38 @@ from collections.abc import Callable
 
 log = logging.getLogger("braid.loop")
 
+FAULT_LOG_INTERVAL = 10.0  # seconds between logged tracebacks of internal errors
+
+
+class Faults:
+    """The daemon boundary: an exception while handling one datagram, one TUN packet or one
+    timer is counted (`internal_errors` in status) and logged with its traceback, at most
+    once per FAULT_LOG_INTERVAL, and the daemon carries on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._next_log = 0.0
+        self._unlogged = 0
+
+    def record(self, where: str) -> None:
+        """Call from an `except Exception:` block."""
+        self.count += 1
+        now = time.monotonic()
+        if now < self._next_log:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more since the last one logged)" if self._unlogged else ""
+        log.error("internal error while handling %s%s; carrying on", where, more, exc_info=True)
+        self._next_log = now + FAULT_LOG_INTERVAL
+        self._unlogged = 0
+
 
 class EventLoop:
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self._handlers: dict[int, Callable[[float], None]] = {}
         self.stopping = False
+        self.faults = Faults()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -47,16 +73,30 @@ class EventLoop:
         monotonic = time.monotonic
         poll = self.epoll.poll
         handlers = self._handlers
+        faults = self.faults
         while not self.stopping:
             now = monotonic()
-            timeout = deadline() - now
+            try:
+                timeout = deadline() - now
+            except Exception:
+                faults.record("the next deadline")
+                timeout = 0.01
             events = poll(min(max(timeout, 0.0), 1.0)) if timeout > 0 else poll(0)
             now = monotonic()
             for fd, _ in events:
-                handlers[fd](now)
-            if now >= deadline():
-                on_timer(now)
-            after_batch(now)
+                try:
+                    handlers[fd](now)
+                except Exception:
+                    faults.record(f"input on fd {fd}")
+            try:
+                if now >= deadline():
+                    on_timer(now)
+            except Exception:
+                faults.record("a timer")
+            try:
+                after_batch(now)
+            except Exception:
+                faults.record("sending and delivering")
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)

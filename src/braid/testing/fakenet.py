@@ -25,6 +25,7 @@ class FakeLink:
     reorder: float = 0.0  # probability a datagram skips the FIFO and gets extra delay
     queue: float = 0.100  # seconds of buffer at rate
     up: bool = True
+    cut: set[str] = field(default_factory=set)  # directions ("up", "down") that lose everything
     busy_until: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
     last_arrival: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
 
@@ -40,17 +41,33 @@ class FakeNet:
         self.now = 0.0
         self._events: list[tuple[float, int, str, int, bytes]] = []
         self._tie = itertools.count()
-        gw_key, cl_key = self._bytes(32), self._bytes(32)
-        entry = ClientEntry(client_name, public_key(cl_key),
-                            (ipaddress.ip_network("10.77.0.2/32"), ipaddress.ip_network("fd77::2/128")))
-        self.gateway = GatewayCore(GatewayParams(gw_key, (entry,), warmup=warmup), 0.0, random=self._bytes)
-        cfg = tuple(LinkConfig(n, i) for i, n in enumerate(self.names))
-        self.client = ClientCore(ClientParams(cl_key, public_key(gw_key), cfg, warmup=warmup), 0.0,
-                                 random=self._bytes, wall_offset=1.7e9)
+        self._gw_key, self._cl_key = self._bytes(32), self._bytes(32)
+        self._entry = ClientEntry(client_name, public_key(self._cl_key),
+                                  (ipaddress.ip_network("10.77.0.2/32"),
+                                   ipaddress.ip_network("fd77::2/128")))
+        self._warmup = warmup
+        self.gateway = self._new_gateway()
+        self.client = self._new_client()
         self.to_gateway: list[bytes] = []  # delivered to the gateway's TUN
         self.to_client: list[bytes] = []
         self.sent = {"up": 0, "down": 0}
         self.dropped = {"up": 0, "down": 0}
+
+    def _new_gateway(self) -> GatewayCore:
+        params = GatewayParams(self._gw_key, (self._entry,), warmup=self._warmup)
+        return GatewayCore(params, self.now, random=self._bytes)
+
+    def _new_client(self) -> ClientCore:
+        cfg = tuple(LinkConfig(n, i) for i, n in enumerate(self.names))
+        params = ClientParams(self._cl_key, public_key(self._gw_key), cfg, warmup=self._warmup)
+        return ClientCore(params, self.now, random=self._bytes, wall_offset=1.7e9)
+
+    def restart_gateway(self) -> None:
+        """The gateway process dies and starts again: all its state is lost, the keys kept."""
+        self.gateway = self._new_gateway()
+
+    def restart_client(self) -> None:
+        self.client = self._new_client()
 
     def _bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -61,7 +78,7 @@ class FakeNet:
     def _transmit(self, direction: str, link_id: int, data: bytes) -> None:
         link = self.links[self.names[link_id]]
         self.sent[direction] += 1
-        if not link.up or self.rng.random() < link.loss:
+        if not link.up or direction in link.cut or self.rng.random() < link.loss:
             self.dropped[direction] += 1
             return
         start = max(self.now, link.busy_until[direction])
