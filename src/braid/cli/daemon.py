@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from braid.config import ConfigError, load_client, load_gateway
 from braid.daemon.common import setup_logging
+
+if TYPE_CHECKING:
+    from braid.daemon.client import ClientDaemon
+    from braid.daemon.gateway import GatewayDaemon
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             from braid.daemon.client import ClientDaemon
 
             cfg = load_client(args.config)
-            make = lambda: ClientDaemon(cfg)  # noqa: E731
+            make: Callable[[], ClientDaemon | GatewayDaemon] = lambda: ClientDaemon(cfg)  # noqa: E731
         else:
             from braid.daemon.gateway import GatewayDaemon
 

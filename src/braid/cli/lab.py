@@ -9,10 +9,14 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from braid.lab.netns import LabError
 from braid.lab.scenario import ScenarioError, load
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +44,7 @@ def _need_root(what: str) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _console(stderr: bool = True):
+def _console(stderr: bool = True) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, width=None if sys.stdout.isatty() else 200)
@@ -65,7 +69,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def summary_table(results: list[dict[str, Any]], title: str):
+def summary_table(results: list[dict[str, Any]], title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title)

@@ -218,10 +218,11 @@ class Bond:
         # must leave no gap in its flow's or the global sequence, or the receiver would hold
         # the flow until every link (the slowest, sparsest too) showed the gap was never sent
         full = self._data_size(min(len(packet), self._whole_max))
-        link = self._admit(full, now)
-        if link is None:
+        admitted = self._admit(full, now)
+        if admitted is None:
             self.stats["queue_drops"] += 1
             return
+        link = admitted
         fseq = self._take_fseq(flow)
         room = self._room(link)
         if len(packet) <= room:

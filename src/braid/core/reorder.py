@@ -70,9 +70,9 @@ class ReorderBuffer:
             self.held += 1
             if self.held > self.max_held:
                 self.overflow += 1
-                out: list[bytes] = []
-                self._skip_gap(flow, st, out, now)
-                return out
+                released: list[bytes] = []
+                self._skip_gap(flow, st, released, now)
+                return released
         return []
 
     def _drain(self, flow: int, st: _Flow, out: list[bytes], now: float) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from braid.config import ClientConfig
@@ -62,7 +63,7 @@ class ClientDaemon(DaemonBase):
             self.close()
             raise
 
-    def _reader(self, sock: Any, link_id: int):
+    def _reader(self, sock: Any, link_id: int) -> Callable[[float], None]:
         on_datagram = self.core.on_datagram
         recvmsg = sock.recvmsg
         wall = time.time

@@ -133,8 +133,8 @@ class DaemonBase:
                 log.info("%slink %s %s %s: %s", prefix, event.link, event.direction,
                          event.health.value, event.cause)
             peer.bond.events.clear()
-        for event in events:
-            log.info("%s", event)
+        for line in events:
+            log.info("%s", line)
         events.clear()
 
     def status_reply(self, tun: Tun, mtu: int, counters: dict[str, int], peers: list[Peer],

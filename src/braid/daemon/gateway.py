@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -17,6 +18,15 @@ from braid.io.udp import Listener
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
 
 log = logging.getLogger("braid.gateway")
+
+
+def _within(net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+            outer: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    if isinstance(net, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return net.subnet_of(outer)
+    if isinstance(net, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return net.subnet_of(outer)
+    return False
 
 
 class GatewayDaemon(DaemonBase):
@@ -41,7 +51,7 @@ class GatewayDaemon(DaemonBase):
             clamp_forwarded_mss(netsetup, whole_mtu(cfg.mtu, outer_v6), cfg.fragments)
             for c in cfg.clients:  # routes for client prefixes outside the gateway's own subnets
                 for net in c.addresses:
-                    if not any(net.subnet_of(a.network) for a in cfg.addresses if a.version == net.version):
+                    if not any(_within(net, a.network) for a in cfg.addresses):
                         netsetup.add_route(net)
             self.loop.add(self.tun.fd, self._on_tun)
             self.control = ControlServer(cfg.control, self._on_control)
@@ -66,6 +76,8 @@ class GatewayDaemon(DaemonBase):
     def _send(self) -> None:
         send = self.sock.send
         for dg in self.core.drain_datagrams():
+            if dg.addr is None:  # a gateway's datagrams always name their address
+                continue
             try:
                 send(dg.data, dg.addr)
             except OSError:

@@ -46,7 +46,7 @@ class InterfaceSetup:
         ip("link", "set", "dev", self.device, "mtu", str(mtu), "txqueuelen", str(txqueuelen), "up")
 
     def add_address(self, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
-        args = ("addr", "add", str(iface), "dev", self.device)
+        args: tuple[str, ...] = ("addr", "add", str(iface), "dev", self.device)
         if iface.version == 6:
             args += ("nodad",)
         ip(*args)

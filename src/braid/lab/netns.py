@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 
 class LabError(RuntimeError):
@@ -48,7 +49,7 @@ class Namespaces:
             ) -> subprocess.CompletedProcess:
         return sh(self.cmd(role, args), check=check, timeout=timeout)
 
-    def popen(self, role: str, args: Sequence[str], **kwargs) -> subprocess.Popen:
+    def popen(self, role: str, args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
         proc = subprocess.Popen(self.cmd(role, args), **kwargs)
         self.procs.append(proc)
         return proc

@@ -140,6 +140,7 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
     try:
         progress(f"building namespaces {lab.ns.prefix}-*")
         lab.build()
+        assert lab.emulator is not None and lab.emulator.stdout is not None
         emu_out = EmulatorOutput(lab.emulator.stdout)
         baseline_s = min(10.0, max(4.0, sc.duration_s / 2))
         for direction in sc.workload.directions():

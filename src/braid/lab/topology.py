@@ -77,7 +77,7 @@ class Lab:
             end = time.monotonic() + 10
             while self.ns.run("site", ["ping", "-c", "1", "-W", "1", link_addr(i, "gw")],
                               check=False).returncode != 0:
-                if time.monotonic() > end or self.emulator.poll() is not None:
+                if time.monotonic() > end or (self.emulator is not None and self.emulator.poll() is not None):
                     raise LabError(f"link {self.scenario.links[i].name}: no ping through the emulator")
 
     def emu(self, command: str) -> None:

@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .netns import LabError, Namespaces
 
@@ -37,7 +38,8 @@ def _samples(intervals: list[dict]) -> list[tuple[float, float]]:
     return [(round(i["sum"]["end"], 3), i["sum"]["bits_per_second"] / 1e6) for i in intervals]
 
 
-def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, **kwargs) -> TransferResult:
+def iperf(ns: Namespaces, server_ip: str, seconds: float, direction: str, **kwargs: Any
+          ) -> TransferResult:
     """One iperf3 run (see _iperf_once); a run iperf3 itself reports as failed (its control
     connection timing out over a lossy link, say) is tried once more, then the error stands."""
     try:
