@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import re
 import tomllib
@@ -70,6 +71,32 @@ class GatewayConfig:
     queue_ms: float
     fragments: int
     warmup: bool
+    client_to_client: bool = False
+
+
+_ARRAY_HEADER = re.compile(r"\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
+_TABLE_HEADER = re.compile(r"\[\s*([A-Za-z0-9_.-]+)\s*\]")
+_KEY_LINE = re.compile(r'([A-Za-z0-9_-]+|"[^"]*")\s*[=.]')
+
+
+def line_index(text: str) -> dict[tuple[str, str], int]:
+    """(table, key) -> line number, with tables named as the loaders name them ("" for the
+    top level, "client", "link[1]"); key "" is the table's header line."""
+    index: dict[tuple[str, str], int] = {}
+    table, arrays = "", dict[str, int]()
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if m := _ARRAY_HEADER.match(stripped):
+            i = arrays.get(m.group(1), 0)
+            arrays[m.group(1)] = i + 1
+            table = f"{m.group(1)}[{i}]"
+            index[(table, "")] = number
+        elif m := _TABLE_HEADER.match(stripped):
+            table = m.group(1)
+            index[(table, "")] = number
+        elif m := _KEY_LINE.match(stripped):
+            index.setdefault((table, m.group(1).strip('"')), number)
+    return index
 
 
 class _Reader:
@@ -78,22 +105,36 @@ class _Reader:
     def __init__(self, path: Path, text: str, table: dict[str, Any], where: str) -> None:
         self.path, self.text, self.table, self.where = path, text, table, where
         self.used: set[str] = set()
+        self._lines = line_index(text)
 
     def _line(self, key: str) -> str:
-        leaf = key.rsplit(".", 1)[-1].split("[")[0]
-        pattern = re.compile(rf"^\s*{re.escape(leaf)}\s*=", re.M)
-        m = pattern.search(self.text)
-        return f":{self.text.count(chr(10), 0, m.start()) + 1}" if m else ""
+        lines = self._lines
+        number = lines.get((self.where, key))
+        if number is None and not self.where:  # a top-level key may be a table's header
+            number = lines.get((key, "")) or lines.get((f"{key}[0]", ""))
+        number = number or lines.get((self.where, ""))
+        return f":{number}" if number else ""
 
     def error(self, key: str, reason: str) -> ConfigError:
         full = f"{self.where}.{key}" if self.where else key
         return ConfigError(f"{self.path}{self._line(key)}: {full}: {reason}")
 
+    def _missing(self, key: str) -> ConfigError:
+        typo = difflib.get_close_matches(key, [k for k in self.table if k not in self.used], n=1,
+                                         cutoff=0.6)
+        if typo:  # the key is there, misspelt: name the typo, where it is
+            where = self.where or "top level"
+            return ConfigError(f"{self.path}{self._line(typo[0])}: {where}: unknown key '{typo[0]}' "
+                               f"(did you mean '{key}'?)")
+        if not self.where:
+            return ConfigError(f"{self.path}: missing [{key}] (or [[{key}]]) table")
+        return ConfigError(f"{self.path}{self._line('')}: {self.where}: missing key '{key}'")
+
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., ) -> Any:
         self.used.add(key)
         if key not in self.table:
             if default is ...:
-                raise self.error(key, "missing")
+                raise self._missing(key)
             return default
         value = self.table[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -102,9 +143,13 @@ class _Reader:
         return value
 
     def finish(self) -> None:
+        """Call after every get: a key never asked for is a typo or does not belong here."""
         for key in self.table:
             if key not in self.used:
-                raise self.error(key, "unknown key")
+                close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                where = self.where or "top level"
+                raise ConfigError(f"{self.path}{self._line(key)}: {where}: unknown key '{key}'{hint}")
 
 
 def _load(path: Path) -> tuple[str, dict[str, Any]]:
@@ -129,8 +174,9 @@ def decode_key(value: str) -> bytes:
 
 
 def _key(r: _Reader, key: str) -> bytes:
+    value = r.get(key, str)
     try:
-        return decode_key(r.get(key, str))
+        return decode_key(value)
     except ValueError as exc:
         raise r.error(key, str(exc)) from None
 
@@ -197,8 +243,9 @@ def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, in
 
 
 def _hostport(r: _Reader, key: str) -> tuple[str, int]:
+    value = r.get(key, str)
     try:
-        return parse_hostport(r.get(key, str), DEFAULT_PORT)
+        return parse_hostport(value, DEFAULT_PORT)
     except ValueError as exc:
         raise r.error(key, str(exc)) from None
 
@@ -286,13 +333,22 @@ def load_gateway(path: str | Path) -> GatewayConfig:
         spec = ClientSpec(name, _key(cr, "public_key"), _networks(cr, "address"))
         if any(c.public_key == spec.public_key for c in clients):
             raise cr.error("public_key", "the same key is given to two clients")
+        for other in clients:  # each inner address belongs to one client: isolation rests on it
+            for net in spec.addresses:
+                clash = next((o for o in other.addresses
+                              if o.version == net.version and net.overlaps(o)), None)
+                if clash is not None:
+                    raise cr.error("address", f"{net} of client {name!r} overlaps {clash} of client "
+                                   f"{other.name!r}")
         cr.finish()
         clients.append(spec)
     mtu = gw.get("mtu", int, 1500)
     if not 1280 <= mtu <= 65535:
         raise gw.error("mtu", "must be between 1280 and 65535")
     common = _common(gw, "gateway")
+    client_to_client = gw.get("client_to_client", bool, False)
     cfg = GatewayConfig(private_key=_private_key(gw), listen=_hostport(gw, "listen"),
-                        addresses=_interfaces(gw, "address"), clients=tuple(clients), mtu=mtu, **common)
+                        addresses=_interfaces(gw, "address"), clients=tuple(clients), mtu=mtu,
+                        client_to_client=client_to_client, **common)
     gw.finish()
     return cfg

@@ -55,7 +55,6 @@ def test_valid_client_and_gateway(tmp_path):
 
 @pytest.mark.parametrize(("change", "key", "reason"), [
     (('sockets = 2', 'sockets = 0'), "link[0].sockets", "between 1 and 16"),
-    (('bind = "eth1"', 'bind = "eth1"\nspeed = 3'), "link[0].speed", "unknown key"),
     (('endpoint = "192.0.2.1:7000"', 'endpoint = "192.0.2.1:99999"'), "gateway.endpoint", "out of range"),
     (('address = "10.77.0.2/24"', 'address = "10.77.0.300/24"'), "client.address", "not an address"),
     ((f'private_key = "{KEY}"', 'private_key = "abc"'), "client.private_key", "base64"),
@@ -73,6 +72,51 @@ def test_client_errors_name_file_line_and_key(tmp_path, change, key, reason):
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (('bind = "eth1"', 'bnid = "eth1"'), "{path}:{line}: link[0]: unknown key 'bnid' (did you mean 'bind'?)"),
+    (('endpoint = "192', 'endpiont = "192'),
+     "{path}:{line}: gateway: unknown key 'endpiont' (did you mean 'endpoint'?)"),
+    (('sockets = 2', 'sockets = 2\nspeed = 3'), "{path}:{line}: link[0]: unknown key 'speed'"),
+    (('[gateway]', '[gatway]'), "{path}:{line}: top level: unknown key 'gatway' (did you mean 'gateway'?)"),
+])
+def test_a_typo_is_named_where_it_is(tmp_path, change, message):
+    text = CLIENT.replace(*change)
+    path = _write(tmp_path, text)
+    typo = change[1].splitlines()[-1]
+    line = text.splitlines().index(typo) + 1 if typo in text.splitlines() else \
+        next(i for i, s in enumerate(text.splitlines(), 1) if s.startswith(typo))
+    with pytest.raises(ConfigError) as info:
+        load_client(path)
+    assert str(info.value) == message.format(path=path, line=line)
+
+
+def test_a_missing_key_names_its_table_and_the_table_line(tmp_path):
+    text = CLIENT.replace('bind = "192.168.8.2"\n', "")
+    path = _write(tmp_path, text)
+    header = [i for i, s in enumerate(text.splitlines(), 1) if s == "[[link]]"][1]
+    with pytest.raises(ConfigError) as info:
+        load_client(path)
+    assert str(info.value) == f"{path}:{header}: link[1]: missing key 'bind'"
+
+
+def test_a_bad_endpoint_is_reported_once(tmp_path):
+    path = _write(tmp_path, CLIENT.replace('endpoint = "192.0.2.1:7000"', 'endpoint = 7000'))
+    with pytest.raises(ConfigError) as info:
+        load_client(path)
+    assert str(info.value).count("gateway.endpoint") == 1, str(info.value)
+
+
+@pytest.mark.parametrize("b_address", ['"10.77.0.3/32"', '["10.9.0.0/16", "10.77.0.0/30"]'])
+def test_overlapping_client_prefixes_are_refused_naming_both_clients(tmp_path, b_address):
+    other = base64.b64encode(os.urandom(32)).decode()
+    text = GATEWAY.replace('address = "10.77.0.2/32"', 'address = "10.77.0.0/24"') + (
+        f'[[client]]\nname = "site-b"\npublic_key = "{other}"\naddress = {b_address}\n')
+    with pytest.raises(ConfigError) as info:
+        load_gateway(_write(tmp_path, text, "g.toml"))
+    msg = str(info.value)
+    assert "client[1].address" in msg and "site-a" in msg and "site-b" in msg and "overlap" in msg, msg
+
+
 def test_error_carries_the_line_number(tmp_path):
     path = _write(tmp_path, CLIENT.replace("sockets = 2", "sockets = 99"))
     line = CLIENT.splitlines().index("sockets = 2") + 1
@@ -81,7 +125,7 @@ def test_error_carries_the_line_number(tmp_path):
 
 
 def test_missing_section_and_bad_toml(tmp_path):
-    with pytest.raises(ConfigError, match="gateway: missing"):
+    with pytest.raises(ConfigError, match=r"missing \[gateway\]"):
         load_client(_write(tmp_path, CLIENT.split("[gateway]")[0]))
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_client(_write(tmp_path, "[client\n"))

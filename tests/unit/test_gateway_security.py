@@ -134,9 +134,11 @@ def test_two_clients_on_one_gateway_are_isolated():
     gw.on_tun_packet(udp_packet(2, src="10.77.0.1", dst="10.77.0.3"), 0.5)
     clients["a"].on_tun_packet(udp_packet(3, src="10.77.0.3", dst="10.77.0.1"), 0.5)  # a claims b's address
     clients["b"].on_tun_packet(udp_packet(4, src="10.77.0.3", dst="10.77.0.1"), 0.5)
+    clients["a"].on_tun_packet(udp_packet(5, src="10.77.0.2", dst="10.77.0.3"), 0.5)  # a to b
     for k in range(50, 80):
         run(k * 0.01)
     assert [packet_seq(p) for p in got["a"]] == [1]
     assert [packet_seq(p) for p in got["b"]] == [2]
-    assert [packet_seq(p) for p in gw.delivered] == [4]
+    assert [packet_seq(p) for p in gw.delivered] == [4]  # braid itself drops a's packet to b
     assert gw.counters["spoofed_source"] == 1
+    assert gw.counters["client_to_client"] == 1

@@ -36,6 +36,7 @@ class GatewayParams:
     link_mtu: int = 1500
     outer_ipv6: bool = False
     warmup: bool = True  # measure each new link with padding before data needs it
+    client_to_client: bool = False  # forward one client's packets to another's addresses
 
 
 class _Routes:
@@ -81,7 +82,7 @@ class GatewayCore:
         self.events: list[str] = []
         self.counters = dict.fromkeys(
             ("garbage", "unknown_index", "handshake_failed", "unknown_client", "stale_initiation",
-             "spoofed_source", "no_route", "handshakes"), 0)
+             "spoofed_source", "client_to_client", "no_route", "handshakes"), 0)
 
     # ------------------------------------------------------------------ handshake
 
@@ -184,13 +185,21 @@ class GatewayCore:
         if not delivered:
             return
         allowed = self._allowed[peer.name]
+        isolate = not self.params.client_to_client
         for packet in delivered:
             src = source_address(packet)
-            if src is not None and allowed.lookup(src) == peer.name:
-                self.delivered.append(packet)
-            else:
+            if src is None or allowed.lookup(src) != peer.name:
                 self.counters["spoofed_source"] += 1
+            elif isolate and self._to_other_client(packet, peer.name):
+                self.counters["client_to_client"] += 1
+            else:
+                self.delivered.append(packet)
         delivered.clear()
+
+    def _to_other_client(self, packet: bytes, name: str) -> bool:
+        dst = destination_address(packet)
+        owner = self._routes.lookup(dst) if dst is not None else None
+        return owner is not None and owner != name
 
     def on_tun_packet(self, packet: bytes, now: float) -> None:
         dst = destination_address(packet)

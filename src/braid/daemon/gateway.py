@@ -42,7 +42,7 @@ class GatewayDaemon(DaemonBase):
             self.mtu = tun_mtu(cfg.mtu, outer_v6, cfg.fragments)
             clients = tuple(ClientEntry(c.name, c.public_key, c.addresses) for c in cfg.clients)
             params = GatewayParams(cfg.private_key, clients, cfg.scheduler, cfg.queue_ms / 1000,
-                                   cfg.mtu, outer_v6, cfg.warmup)
+                                   cfg.mtu, outer_v6, cfg.warmup, cfg.client_to_client)
             self.core = GatewayCore(params, time.monotonic(), random=os.urandom)
             self.loop.add(self.sock.fileno(), self._on_socket)
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
