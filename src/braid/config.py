@@ -10,6 +10,7 @@ import base64
 import binascii
 import difflib
 import ipaddress
+import logging
 import re
 import tomllib
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from braid.core.wire import DEFAULT_FRAGMENTS, MAX_FRAGMENTS
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+log = logging.getLogger("braid.config")
 
 DEFAULT_PORT = 7000
 SCHEDULER_NAMES = ("earliest-arrival", "round-robin")
@@ -189,6 +191,10 @@ def _private_key(r: _Reader) -> bytes:
         if not file.is_absolute():
             file = r.path.parent / file
         try:
+            mode = file.stat().st_mode
+            if mode & 0o077:
+                log.warning("%s: private key file is readable by group or others (mode %04o): "
+                            "chmod 600 %s", file, mode & 0o777, file)
             return decode_key(file.read_text())
         except OSError as exc:
             raise r.error("private_key_file", f"cannot read {file}: {exc.strerror}") from None

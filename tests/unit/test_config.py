@@ -155,3 +155,27 @@ def test_keygen_pubkey_round_trip():
     assert len(base64.b64decode(public.stdout)) == 32
     bad = subprocess.run([*run, "pubkey"], input="zzz", capture_output=True, text=True)
     assert bad.returncode == 2 and "stdin" in bad.stderr
+
+
+def test_keygen_writes_a_file_only_its_owner_can_read(tmp_path):
+    run = [sys.executable, "-m", "braid.cli.main"]
+    key = tmp_path / "site.key"
+    subprocess.run([*run, "keygen", "-o", str(key)], check=True)
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert len(base64.b64decode(key.read_text())) == 32
+    again = subprocess.run([*run, "keygen", "-o", str(key)], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_a_key_file_readable_by_others_is_warned_about(tmp_path, caplog):
+    key = tmp_path / "k"
+    key.write_text(KEY)
+    key.chmod(0o644)
+    text = CLIENT.replace(f'private_key = "{KEY}"', f'private_key_file = "{key}"')
+    with caplog.at_level("WARNING"):
+        load_client(_write(tmp_path, text))
+    assert any("readable by group or others" in r.message for r in caplog.records)
+    key.chmod(0o600)
+    caplog.clear()
+    load_client(_write(tmp_path, text))
+    assert not caplog.records

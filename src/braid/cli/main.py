@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from braid import __version__
+
 from . import daemon, keys, lab, status
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="braid", description="Multipath bonding tunnel.")
+    parser.add_argument("--version", action="version", version=f"braid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (keys, daemon, status, lab):
         module.add_parsers(sub)
