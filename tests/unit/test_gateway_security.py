@@ -142,3 +142,15 @@ def test_two_clients_on_one_gateway_are_isolated():
     assert [packet_seq(p) for p in gw.delivered] == [4]  # braid itself drops a's packet to b
     assert gw.counters["spoofed_source"] == 1
     assert gw.counters["client_to_client"] == 1
+
+
+def test_rapid_handshakes_leave_no_dead_keys_indexed():
+    """Each confirmed handshake displaces the keys before the previous ones: the gateway
+    keeps at most current, previous and pending per client (issue 12: 2000 handshakes
+    left 1999 dead entries)."""
+    net = _net()
+    for _ in range(300):
+        net.restart_client()  # a client that handshakes as fast as it can
+        net.run_until(net.now + 0.05)
+    assert net.gateway.counters["handshakes"] >= 250
+    assert net.gateway.keypair_count() <= 3

@@ -175,6 +175,10 @@ class GatewayCore:
             if peer.on_transport(keypair, msg, data, now, arrival):
                 peer.learn_address(msg.link_id, addr, now)  # only after authentication
                 self._collect(peer)
+            if peer.retired:
+                for kp in peer.retired:
+                    self._index.pop(kp.local_index, None)
+                peer.retired.clear()
         elif isinstance(msg, wire.HandshakeInit):
             self._on_initiation(msg, addr, now)
         else:
@@ -217,6 +221,10 @@ class GatewayCore:
             if peer.established:
                 peer.bond.on_timer(now)
                 self._collect(peer)
+
+    def keypair_count(self) -> int:
+        """Keypairs the gateway can open datagrams with (bounded: 3 per client)."""
+        return len(self._index)
 
     def next_deadline(self) -> float:
         return min((p.bond.next_deadline() for p in self.peers.values() if p.established),

@@ -105,6 +105,7 @@ class Peer:
         self.current: Keypair | None = None
         self.previous: Keypair | None = None
         self.pending: Keypair | None = None  # responder side: not yet confirmed
+        self.retired: list[Keypair] = []  # displaced by newer keys: the gateway unindexes them
         self.remote_instance: int | None = None
         self.addrs: dict[int, dict[Address, float]] = {}  # per link: source -> last heard
         self._fresh: dict[int, list[Address]] = {}
@@ -128,6 +129,8 @@ class Peer:
         if confirmed:
             self.last_authenticated = max(self.last_authenticated, keypair.created)
             keypair.confirmed = True
+            if self.previous is not None:
+                self.retired.append(self.previous)
             self.previous, self.current = self.current, keypair
             self.bond.on_new_send_keys()
         else:
