@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import noise, wire
+from .cookie import CookieJar, MacChecker
 from .handshake import (
     PROLOGUE,
     REKEY_RETRY,
@@ -44,13 +45,16 @@ class ClientCore:
         self.peer = Peer("gateway", list(params.links), now, scheduler=params.scheduler,
                          queue_limit=params.queue_limit, outer_ipv6=params.outer_ipv6,
                          warmup=params.warmup)
-        self._pending: dict[int, noise.InitiatorPending] = {}  # sender index -> state
+        # sender index -> (Noise state, link it went on, the message as sent)
+        self._pending: dict[int, tuple[noise.InitiatorPending, int, bytes]] = {}
+        self._cookies = CookieJar(params.gateway_public_key)
+        self._macs = MacChecker(noise.public_key(params.private_key))
         self._next_attempt = now
         self._last_wall_us = 0
         self._silence_told = False  # the current silence of the gateway was logged
         self._answered: set[int] = set()  # the indices of the last answered round
-        self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed",
-                                       "no_session", "handshakes"), 0)
+        self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed", "bad_mac",
+                                       "cookies", "no_session", "handshakes"), 0)
         self.events: list[str] = []
 
     # ------------------------------------------------------------------ outputs
@@ -92,21 +96,34 @@ class ClientCore:
             e_pub, s_sealed, p_sealed, pending = noise.initiator_write(
                 self.params.private_key, self.params.gateway_public_key, self._random(32),
                 payload, PROLOGUE)
-            self._pending[index] = pending
-            msg = wire.HandshakeInit(index, e_pub, s_sealed, p_sealed).encode()
+            body = wire.HandshakeInit(index, e_pub, s_sealed, p_sealed).encode_body()
+            msg = self._cookies.seal(link.link_id, body, now)
+            self._pending[index] = (pending, link.link_id, msg)
             self.peer.out.append(Datagram(link.link_id, None, msg))
             index = (index + 1) & 0xFFFFFFFF
         jitter = self._random(1)[0] / 255 * 0.2
         self._next_attempt = now + REKEY_RETRY + jitter
 
+    def _on_cookie(self, msg: wire.CookieReply, now: float) -> None:
+        """The gateway is under load: its cookie goes on this link's next initiation (mac2)."""
+        entry = self._pending.get(msg.receiver_index)
+        if entry is None:
+            self.counters["unknown_index"] += 1
+            return
+        _, link_id, sent = entry
+        if self._cookies.on_reply(link_id, sent, msg.nonce, msg.cookie_sealed, now):
+            self.counters["cookies"] += 1
+        else:
+            self.counters["bad_mac"] += 1
+
     def _on_response(self, msg: wire.HandshakeResp, now: float) -> None:
-        pending = self._pending.get(msg.receiver_index)
-        if pending is None:
+        entry = self._pending.get(msg.receiver_index)
+        if entry is None:
             if msg.receiver_index not in self._answered:  # else a copy on another link
                 self.counters["unknown_index"] += 1
             return
         try:
-            payload, keys = noise.initiator_read(pending, msg.ephemeral, msg.payload_sealed)
+            payload, keys = noise.initiator_read(entry[0], msg.ephemeral, msg.payload_sealed)
             resp = RespPayload.decode(payload)
         except (noise.HandshakeError, wire.WireError):
             self.counters["handshake_failed"] += 1
@@ -134,7 +151,12 @@ class ClientCore:
             self.counters["garbage"] += 1
             return
         if isinstance(msg, wire.HandshakeResp):
-            self._on_response(msg, now)
+            if self._macs.mac1_ok(data):
+                self._on_response(msg, now)
+            else:
+                self.counters["bad_mac"] += 1
+        elif isinstance(msg, wire.CookieReply):
+            self._on_cookie(msg, now)
         elif isinstance(msg, wire.TransportHeader):
             for kp in self.peer.keypairs():
                 if kp.local_index == msg.receiver_index:

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 from . import noise, wire
 from .classify import destination_address, source_address
+from .cookie import CookieChecker, RateLimiter, with_macs
 from .handshake import PROLOGUE, InitPayload, RespPayload
 from .link import LinkConfig
 from .session import Address, Datagram, Keypair, Peer
 
 Random = Callable[[int], bytes]
 ANSWER_COPY_TIME = 1.0  # seconds a response is copied to the same initiation's other links
+# initiations with a valid mac1 per second above which the gateway is "under load" and asks
+# for cookies (each costs two X25519 and two AEADs, ~100 us: 100/s is ~1 % of a core)
+HANDSHAKE_LOAD = 100
+SOURCE_RATE, SOURCE_BURST = 20.0, 10.0  # handshakes per second per source address (WireGuard: 20)
+CLIENT_RATE, CLIENT_BURST = 10.0, 20.0  # handshakes per second per client key (state churn)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -80,8 +86,13 @@ class GatewayCore:
         self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
         self.delivered: list[bytes] = []
         self.events: list[str] = []
+        self._cookies = CookieChecker(noise.public_key(params.private_key), random, now)
+        self._per_source = RateLimiter(SOURCE_RATE, SOURCE_BURST)
+        self._per_client = RateLimiter(CLIENT_RATE, CLIENT_BURST, max_keys=len(params.clients) + 1)
+        self._load_window = (now, 0, 0)  # (window start, count before it, count in it)
         self.counters = dict.fromkeys(
-            ("garbage", "unknown_index", "handshake_failed", "unknown_client", "stale_initiation",
+            ("garbage", "unknown_index", "handshake_failed", "bad_mac", "cookie_replies",
+             "rate_limited", "unknown_client", "stale_initiation",
              "spoofed_source", "client_to_client", "no_route", "handshakes"), 0)
 
     # ------------------------------------------------------------------ handshake
@@ -91,6 +102,34 @@ class GatewayCore:
             index = struct.unpack("!I", self._random(4))[0]
             if index not in self._index:
                 return index
+
+    def _under_load(self, now: float) -> bool:
+        """Count one initiation with a valid mac1; True when the last second or this one had
+        more than HANDSHAKE_LOAD of them."""
+        start, before, count = self._load_window
+        if now - start >= 1.0:
+            start, before, count = now, (count if now - start < 2.0 else 0), 0
+        count += 1
+        self._load_window = (start, before, count)
+        return max(before, count) > HANDSHAKE_LOAD
+
+    def _admit_initiation(self, data: bytes, msg: wire.HandshakeInit, addr: Address, now: float
+                          ) -> bool:
+        """The cheap checks before any Diffie-Hellman (core/cookie.py): mac1, then under load
+        mac2 (else a cookie reply), then the source's rate."""
+        if not self._cookies.mac1_ok(data):
+            self.counters["bad_mac"] += 1
+            return False
+        if self._under_load(now) and not self._cookies.mac2_ok(data, addr, now):
+            nonce, sealed = self._cookies.reply(data, addr, now)
+            self.datagrams.append(Datagram(0, addr, wire.CookieReply(msg.sender_index, nonce,
+                                                                     sealed).encode()))
+            self.counters["cookie_replies"] += 1
+            return False
+        if not self._per_source.allow(addr[0], now):
+            self.counters["rate_limited"] += 1
+            return False
+        return True
 
     def _on_initiation(self, msg: wire.HandshakeInit, addr: Address, now: float) -> None:
         try:
@@ -103,6 +142,9 @@ class GatewayCore:
         client = self._by_key.get(read.remote_static)
         if client is None:
             self.counters["unknown_client"] += 1
+            return
+        if not self._per_client.allow(client.name, now):
+            self.counters["rate_limited"] += 1
             return
         last = self._last_wall.get(client.name, -1)
         if payload.wall_us == last:
@@ -121,7 +163,8 @@ class GatewayCore:
             self._index.pop(peer.pending.local_index, None)
         peer.install(keypair, confirmed=False)
         self._index[index] = (peer, keypair)
-        resp = wire.HandshakeResp(index, msg.sender_index, e_pub, sealed).encode()
+        resp = with_macs(wire.HandshakeResp(index, msg.sender_index, e_pub, sealed).encode_body(),
+                         client.public_key, None)
         self.datagrams.append(Datagram(payload.link_id, addr, resp))
         self._answered[client.name] = (now, payload.wall_us, {payload.link_id}, resp)
         self.counters["handshakes"] += 1
@@ -180,7 +223,8 @@ class GatewayCore:
                     self._index.pop(kp.local_index, None)
                 peer.retired.clear()
         elif isinstance(msg, wire.HandshakeInit):
-            self._on_initiation(msg, addr, now)
+            if self._admit_initiation(data, msg, addr, now):
+                self._on_initiation(msg, addr, now)
         else:
             self.counters["garbage"] += 1
 

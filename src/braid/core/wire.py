@@ -4,8 +4,12 @@ docs/protocol.md mirrors this module. All integers are big-endian unless noted.
 
 Outer datagrams (UDP payload):
   HANDSHAKE_INIT  type(1)=1 sender_index(4) ephemeral(32) static_sealed(48) payload_sealed(n+16)
+                  mac1(16) mac2(16)
   HANDSHAKE_RESP  type(1)=2 sender_index(4) receiver_index(4) ephemeral(32) payload_sealed(4+16)
+                  mac1(16) mac2(16)
   TRANSPORT       type(1)=3 receiver_index(4) link_id(1) counter(6) ciphertext(>=16)
+  COOKIE_REPLY    type(1)=4 receiver_index(4) nonce(24) cookie_sealed(16+16)
+mac1/mac2 and the cookie reply are WireGuard's (core/cookie.py).
 The transport header (12 bytes) is the AEAD associated data; the nonce is
 0x000000 || link_id || counter as 8 bytes little-endian (Noise ChaChaPoly layout).
 
@@ -32,15 +36,19 @@ from typing import Final
 HANDSHAKE_INIT: Final = 1
 HANDSHAKE_RESP: Final = 2
 TRANSPORT: Final = 3
+COOKIE_REPLY: Final = 4
 
 KEY_LEN: Final = 32
 TAG_LEN: Final = 16
 TIMESTAMP_LEN: Final = 8  # handshake payload: wall clock, microseconds since the epoch
 
 INIT_PAYLOAD_MIN: Final = TIMESTAMP_LEN
+MACS_LEN: Final = 32  # mac1 and mac2 end every handshake message
 INIT_FIXED_LEN: Final = 1 + 4 + KEY_LEN + (KEY_LEN + TAG_LEN)
+INIT_MAX_LEN: Final = 512
 RESP_PAYLOAD_LEN: Final = 4  # the responder's instance id
-RESP_LEN: Final = 1 + 4 + 4 + KEY_LEN + RESP_PAYLOAD_LEN + TAG_LEN
+RESP_LEN: Final = 1 + 4 + 4 + KEY_LEN + RESP_PAYLOAD_LEN + TAG_LEN + MACS_LEN
+COOKIE_REPLY_LEN: Final = 1 + 4 + 24 + 16 + TAG_LEN  # 61
 
 TRANSPORT_HEADER: Final = struct.Struct("!BIB6s")  # type, receiver index, link id, counter
 TRANSPORT_HEADER_LEN: Final = TRANSPORT_HEADER.size  # 12
@@ -141,7 +149,8 @@ class HandshakeInit:
     static_sealed: bytes
     payload_sealed: bytes
 
-    def encode(self) -> bytes:
+    def encode_body(self) -> bytes:
+        """Everything before mac1 (cookie.with_macs appends the macs)."""
         return (
             struct.pack("!BI", HANDSHAKE_INIT, self.sender_index)
             + self.ephemeral
@@ -157,12 +166,23 @@ class HandshakeResp:
     ephemeral: bytes
     payload_sealed: bytes
 
-    def encode(self) -> bytes:
+    def encode_body(self) -> bytes:
+        """Everything before mac1 (cookie.with_macs appends the macs)."""
         return (
             struct.pack("!BII", HANDSHAKE_RESP, self.sender_index, self.receiver_index)
             + self.ephemeral
             + self.payload_sealed
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CookieReply:
+    receiver_index: int  # the sender index of the initiation it answers
+    nonce: bytes
+    cookie_sealed: bytes
+
+    def encode(self) -> bytes:
+        return struct.pack("!BI", COOKIE_REPLY, self.receiver_index) + self.nonce + self.cookie_sealed
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +199,7 @@ def encode_transport_header(receiver_index: int, link_id: int, counter: int) -> 
     return TRANSPORT_HEADER.pack(TRANSPORT, receiver_index, link_id, _b48(counter))
 
 
-Outer = HandshakeInit | HandshakeResp | TransportHeader
+Outer = HandshakeInit | HandshakeResp | TransportHeader | CookieReply
 
 
 def decode_outer(data: bytes) -> Outer:
@@ -193,15 +213,20 @@ def decode_outer(data: bytes) -> Outer:
         _, index, link, counter = TRANSPORT_HEADER.unpack_from(data)
         return TransportHeader(index, link, _u48(counter))
     if kind == HANDSHAKE_INIT:
-        if len(data) < INIT_FIXED_LEN + INIT_PAYLOAD_MIN + TAG_LEN or len(data) > 512:
+        if len(data) < INIT_FIXED_LEN + INIT_PAYLOAD_MIN + TAG_LEN + MACS_LEN or len(data) > INIT_MAX_LEN:
             raise WireError("handshake initiation has a bad length")
         (index,) = struct.unpack_from("!I", data, 1)
-        return HandshakeInit(index, data[5:37], data[37:85], data[85:])
+        return HandshakeInit(index, data[5:37], data[37:85], data[85:-MACS_LEN])
     if kind == HANDSHAKE_RESP:
         if len(data) != RESP_LEN:
             raise WireError("handshake response has a bad length")
         index, receiver = struct.unpack_from("!II", data, 1)
-        return HandshakeResp(index, receiver, data[9:41], data[41:])
+        return HandshakeResp(index, receiver, data[9:41], data[41:-MACS_LEN])
+    if kind == COOKIE_REPLY:
+        if len(data) != COOKIE_REPLY_LEN:
+            raise WireError("cookie reply has a bad length")
+        (receiver,) = struct.unpack_from("!I", data, 1)
+        return CookieReply(receiver, data[5:29], data[29:])
     raise WireError(f"unknown datagram type {kind}")
 
 

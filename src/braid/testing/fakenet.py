@@ -53,6 +53,10 @@ class FakeNet:
         self.sent = {"up": 0, "down": 0}
         self.dropped = {"up": 0, "down": 0}
 
+    @property
+    def gateway_public(self) -> bytes:
+        return public_key(self._gw_key)
+
     def _new_gateway(self) -> GatewayCore:
         params = GatewayParams(self._gw_key, (self._entry,), warmup=self._warmup)
         return GatewayCore(params, self.now, random=self._bytes)
