@@ -88,6 +88,7 @@ class GatewayCore:
         self.events: list[str] = []
         self._cookies = CookieChecker(noise.public_key(params.private_key), random, now)
         self._per_source = RateLimiter(SOURCE_RATE, SOURCE_BURST)
+        self._cookie_rate = RateLimiter(SOURCE_RATE, SOURCE_BURST)  # cookie replies per source
         self._per_client = RateLimiter(CLIENT_RATE, CLIENT_BURST, max_keys=len(params.clients) + 1)
         self._load_window = (now, 0, 0)  # (window start, count before it, count in it)
         self.counters = dict.fromkeys(
@@ -121,6 +122,9 @@ class GatewayCore:
             self.counters["bad_mac"] += 1
             return False
         if self._under_load(now) and not self._cookies.mac2_ok(data, addr, now):
+            if not self._cookie_rate.allow(addr[0], now):  # a flood from one address: silence
+                self.counters["rate_limited"] += 1
+                return False
             nonce, sealed = self._cookies.reply(data, addr, now)
             self.datagrams.append(Datagram(0, addr, wire.CookieReply(msg.sender_index, nonce,
                                                                      sealed).encode()))

@@ -1,0 +1,172 @@
+"""Attacks on a live gateway in namespaces: handshake floods (junk, and well-formed ones
+from unknown keys) beside one unshaped TCP flow through the tunnel, and a local control
+client that drips its request. Each test prints what it measured.
+
+Topology: site --up0-- gw --a0-- attacker (plain veth pairs, no shaping)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from braid.lab.netns import Namespaces
+from tests.integration.test_tunnel import BRAID, _key, _wait_for
+
+pytestmark = pytest.mark.root
+FLOOD_RATE = 15_000
+RTT = re.compile(r"time=([\d.]+) ms")
+
+
+class Target:
+    def __init__(self, ns: Namespaces, workdir: Path) -> None:
+        self.ns, self.dir = ns, workdir
+        for role in ("site", "gw", "atk"):
+            ns.add(role)
+        ns.veth("site", "up0", "gw", "up0")
+        ns.veth("atk", "a0", "gw", "a0")
+        ns.run("site", ["ip", "addr", "add", "10.210.0.1/30", "dev", "up0"])
+        ns.run("gw", ["ip", "addr", "add", "10.210.0.2/30", "dev", "up0"])
+        ns.run("atk", ["ip", "addr", "add", "10.211.0.1/30", "dev", "a0"])
+        ns.run("gw", ["ip", "addr", "add", "10.211.0.2/30", "dev", "a0"])
+        gk, self.gw_public = _key()
+        ck, cp = _key()
+        (workdir / "g.toml").write_text(f'''[gateway]
+private_key = "{gk}"
+listen = "0.0.0.0:7000"
+address = "10.80.0.1/24"
+control = "{workdir}/g.sock"
+[[client]]
+name = "site"
+public_key = "{cp}"
+address = "10.80.0.2/32"
+''')
+        (workdir / "c.toml").write_text(f'''[client]
+private_key = "{ck}"
+address = "10.80.0.2/24"
+control = "{workdir}/c.sock"
+[gateway]
+public_key = "{self.gw_public}"
+endpoint = "10.210.0.2:7000"
+[[link]]
+name = "l0"
+bind = "up0"
+''')
+        self.gw_log = open(workdir / "gateway.log", "w")  # noqa: SIM115
+        ns.popen("gw", [*BRAID, "gateway", "-c", str(workdir / "g.toml")], stderr=self.gw_log)
+        _wait_for(lambda: (workdir / "g.sock").exists(), 10, "the gateway")
+        ns.popen("site", [*BRAID, "client", "-c", str(workdir / "c.toml")], stderr=subprocess.DEVNULL)
+        ping = ["ping", "-c", "1", "-W", "1", "10.80.0.1"]
+        _wait_for(lambda: ns.run("site", ping, check=False).returncode == 0, 15, "a ping through the tunnel")
+
+    def gateway_status(self) -> dict:
+        out = self.ns.run("gw", [*BRAID, "status", "--json", "-s", str(self.dir / "g.sock")])
+        return json.loads(out.stdout)
+
+    def measure(self, flood: str | None, seconds: int = 6) -> dict[str, float]:
+        """One TCP flow through the tunnel and pings beside it, with a flood from the attacker."""
+        attacker = None
+        if flood is not None:
+            args = [sys.executable, "-m", "braid.lab.attack", "10.211.0.2:7000", flood,
+                    str(FLOOD_RATE), str(seconds + 3), self.gw_public]
+            attacker = self.ns.popen("atk", args, stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+        server = self.ns.popen("gw", ["iperf3", "-s", "-1", "-B", "10.80.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        pinger = self.ns.popen("site", ["ping", "-n", "-i", "0.02", "-w", str(seconds), "10.80.0.1"],
+                               stdout=subprocess.PIPE, text=True)
+        out = self.ns.run("site", ["iperf3", "-c", "10.80.0.1", "-t", str(seconds), "-O", "1", "-J"],
+                          timeout=seconds + 30)
+        server.wait(timeout=10)
+        pings, _ = pinger.communicate(timeout=seconds + 10)
+        sent = None
+        if attacker is not None:
+            flood_out, _ = attacker.communicate(timeout=seconds + 20)
+            sent = json.loads(flood_out)["datagrams"]
+        rtts = sorted(float(m) for m in RTT.findall(pings))
+        assert len(rtts) > 50, pings
+        return {"mbit": json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6,
+                "p50": statistics.median(rtts), "p99": rtts[int(0.99 * (len(rtts) - 1))],
+                "flood_sent": float(sent or 0)}
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    ns = Namespaces()
+    workdir = tmp_path_factory.mktemp("attack")
+    try:
+        yield Target(ns, workdir)
+    finally:
+        ns.close()
+        text = (workdir / "gateway.log").read_text() if (workdir / "gateway.log").exists() else ""
+        print(f"--- gateway.log\n{text[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def calm(target):
+    target.measure(None, seconds=3)  # the first transfer after start-up: not the reference
+    return target.measure(None)
+
+
+def _show(name: str, m: dict[str, float]) -> str:
+    return f"{name}: {m['mbit']:.0f} Mbit/s, ping p50 {m['p50']:.2f} ms p99 {m['p99']:.2f} ms"
+
+
+@pytest.mark.parametrize("flood", ["junk", "unknown-key"])
+def test_a_handshake_flood_does_not_take_the_tunnel_down(target, calm, flood):
+    before = target.gateway_status()["counters"]
+    hit = target.measure(flood)
+    after = target.gateway_status()["counters"]
+    delta = {k: after[k] - before[k] for k in ("bad_mac", "cookie_replies", "unknown_client",
+                                              "handshake_failed", "rate_limited")}
+    print(_show("no flood", calm))
+    print(_show(f"{flood} flood at {FLOOD_RATE}/s ({hit['flood_sent']:.0f} sent)", hit), delta)
+    assert hit["flood_sent"] >= FLOOD_RATE * 6
+    assert hit["mbit"] >= 0.8 * calm["mbit"]
+    assert hit["p99"] <= 2 * calm["p99"] + 0.5  # (+0.5 ms: calm p99 is under a millisecond here)
+    if flood == "junk":
+        assert delta["bad_mac"] >= FLOOD_RATE * 6 * 0.9
+    else:  # past the load threshold no Diffie-Hellman: a few cookie replies, the rest dropped
+        assert delta["cookie_replies"] + delta["rate_limited"] >= FLOOD_RATE * 6 * 0.9
+        assert delta["unknown_client"] + delta["handshake_failed"] <= 2 * 100
+    assert after["internal_errors"] == 0
+
+
+def test_a_dripping_control_client_does_not_delay_the_tunnel(target, calm):
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.is_set():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(target.dir / "g.sock"))
+                for byte in b'{"cmd": "status"}':
+                    if stop.wait(0.15):
+                        return
+                    try:
+                        s.send(bytes([byte]))
+                    except OSError:
+                        break
+
+    threads = [threading.Thread(target=drip) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        hit = target.measure(None)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+    print(_show("no drip", calm))
+    print(_show("three dripping control clients", hit))
+    assert hit["p99"] <= 2 * calm["p99"] + 0.5
+    assert hit["mbit"] >= 0.8 * calm["mbit"]
+    assert target.gateway_status()["ok"]  # the socket still answers once the drips stop
