@@ -32,12 +32,12 @@ def test_garbage_and_truncated_datagrams_are_counted():
 def test_forged_transport_is_dropped_and_teaches_no_address():
     net = _net()
     peer = net.gateway.peers["site"]
-    addrs_before = {k: dict(v) for k, v in peer.addrs.items()}
+    addrs_before = {i: peer.sources.addresses(i) for i in range(2)}
     index = peer.current.local_index
     forged = wire.encode_transport_header(index, 0, 10_000) + os.urandom(60)
     net.gateway.on_datagram(("203.0.113.66", 6666), forged, net.now)
     assert peer.stats.forged == 1
-    assert {k: dict(v) for k, v in peer.addrs.items()} == addrs_before
+    assert {i: peer.sources.addresses(i) for i in range(2)} == addrs_before
     assert net.gateway.delivered == []
 
 
@@ -159,3 +159,26 @@ def test_rapid_handshakes_leave_no_dead_keys_indexed():
     assert net.gateway.counters["handshakes"] >= 150  # the rest: over the per-client rate
     assert net.gateway.counters["rate_limited"] > 0
     assert net.gateway.keypair_count() <= 3
+
+
+def test_a_client_forging_its_source_cannot_make_the_gateway_an_amplifier():
+    """Issue 12: an authenticated client forged its source address (and receiver reports) and
+    the gateway sent 4191 times what it received to the victim. An address that has not
+    echoed the gateway's challenge gets at most 3x what came from it."""
+    from tests.helpers import udp_packet
+
+    net = FakeNet({"a": FakeLink(rate_bps=20e6), "b": FakeLink(rate_bps=20e6)}, seed=4)
+    net.run_until(0.5)
+    victim = ("198.51.100.99", 53)
+    net.spoof[1] = victim  # everything link b sends now claims to come from the victim
+    t = net.now
+    while t < 3.5:
+        for _ in range(2):  # downstream bulk, so the gateway has plenty to send
+            net.send_down(udp_packet(int(t * 1000), src="10.77.0.1", dst="10.77.0.2"))
+        t += 0.001
+        net.run_until(t)
+    got, sent = net.received_from.get(victim, 0), net.sent_elsewhere.get(victim, 0)
+    print(f"from the forged source {got} bytes, to it {sent} bytes ({sent / max(got, 1):.2f}x)")
+    assert got > 10_000 and sent <= 3 * got
+    assert not net.gateway.peers["site"].sources.validated(victim)
+    assert len(net.to_client) > 1000  # link a still carries the traffic

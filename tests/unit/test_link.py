@@ -53,9 +53,12 @@ def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):
         state["t"] += 20_000
         state["rx"] += bytes_per_20ms
         link.on_backlog(k * 0.02, driven)
-        if driven:
-            link.last_data_tx = k * 0.02  # data flows on it (so its delay is not mere noise)
-        link.on_feedback(k * 0.02, 0, 0, 0, state["t"], state["rx"], k * 20, owd_us, k * 20)
+        # what the receiver reports was sent (data flowing on it: its delay is not mere noise),
+        # and each report echoes a timestamp 20 ms old: a 20 ms round trip
+        link.on_sent(bytes_per_20ms, k * 0.02 - 0.01, data=driven)
+        now_us = int(k * 20_000)
+        link.on_feedback(k * 0.02, now_us, now_us - 20_000, 0, state["t"], state["rx"], k * 20,
+                         owd_us, k * 20)
     return state
 
 
@@ -103,6 +106,7 @@ def test_jitter_on_an_idle_link_is_not_read_as_congestion():
     for k in range(200):  # a lightly used link whose one-way delay jumps by up to 10 ms
         t_us += 20_000
         rx += 2_500
+        link.on_sent(2_500, k * 0.02 - 0.01, data=False)
         link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
     assert link.capacity() >= 0.95 * INITIAL_RATE  # kept, not cut for "congestion"
     assert link.queue_target() > 0.005
@@ -221,3 +225,16 @@ def test_a_jittery_link_whose_estimate_ended_low_grows_to_its_capacity():
         est.on_queue(now, backlog / cap + spike, data_idle=False)
         est.on_phase_clock(now, 0.02)
     assert est.capacity() > 15e6, f"{est.capacity() / 1e6:.1f} Mbit/s"
+
+
+def test_a_receiver_report_cannot_claim_more_than_was_sent():
+    """Forged reports (or a restarted peer's counters) once read 66 Gbit/s on a 20 Mbit/s
+    link: what a report adds is capped at the bytes really sent on the link."""
+    link = _up_link()
+    rx, t_us = 0, 0
+    for k in range(100):
+        link.on_sent(25_000, k * 0.02, data=True)  # 10 Mbit/s sent
+        rx += 2_500_000  # ... and 1 Gbit/s "received"
+        t_us += 20_000
+        link.on_feedback(k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)
+    assert link.capacity() <= 10.5e6

@@ -52,7 +52,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
             "share": round(link.tx_bytes / total_tx, 3),
             "tx_packets": link.tx_packets, "tx_bytes": link.tx_bytes,
             "rx_packets": link.rx_packets, "rx_bytes": link.rx_bytes,
-            "addresses": [_addr(a) for a in peer.addrs.get(link.id, {})],
+            "addresses": [_addr(a) for a in peer.sources.addresses(link.id)],
             "tx_throughput": tput.rates(f"{peer.name}/{link.name}/tx"),
             "rx_throughput": tput.rates(f"{peer.name}/{link.name}/rx"),
         })

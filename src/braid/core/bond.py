@@ -67,6 +67,7 @@ def _stamp(now: float) -> bytes:
 
 
 REPORT_STALE = 60.0  # seconds after which a HEARD report is taken whatever its timestamp
+MAX_ECHOES = 8  # ECHO tokens held between two looks by the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ class Bond:
         self._now = now
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
+        self.echoes: list[bytes] = []  # ECHO tokens received, for the session's address check
         self._report_ts: int | None = None  # the peer's timestamp on the newest HEARD report
         self._report_at = -1.0
         self.stats = dict.fromkeys(
@@ -179,11 +181,7 @@ class Bond:
 
     def _send(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
         counter = self.transmit(link.id, plaintext)
-        link.tx_packets += 1
-        link.tx_bytes += self.wire_size(len(plaintext))
-        link.last_tx = now
-        if data:
-            link.last_data_tx = now
+        link.on_sent(self.wire_size(len(plaintext)), now, data)
         return counter
 
     def _send_control(self, link: Link, frames: bytes, now: float) -> None:
@@ -427,6 +425,10 @@ class Bond:
                 self._on_nack(frame, now)
             elif isinstance(frame, wire.Heard):
                 self._on_heard_report(frame, ts, now)
+            elif isinstance(frame, wire.Challenge):  # answered at once, on the same link
+                self._send_control(link, wire.encode_frame(wire.Echo(frame.token)), now)
+            elif isinstance(frame, wire.Echo) and len(self.echoes) < MAX_ECHOES:
+                self.echoes.append(frame.token)
         self._release(now)
 
     def _on_heard_report(self, report: wire.Heard, ts: int, now: float) -> None:

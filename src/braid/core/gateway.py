@@ -198,7 +198,7 @@ class GatewayCore:
                      for i, name in enumerate(payload.link_names)]
             peer = Peer(client.name, links, now, scheduler=self.params.scheduler,
                         queue_limit=self.params.queue_limit, outer_ipv6=self.params.outer_ipv6,
-                        learns_addresses=True, warmup=self.params.warmup)
+                        learns_addresses=True, warmup=self.params.warmup, random=self._random)
             self.peers[client.name] = peer
         if peer.set_remote_instance(payload.instance):
             self.events.append(f"{client.name}: client restarted")
@@ -220,7 +220,7 @@ class GatewayCore:
                 return
             peer, keypair = entry
             if peer.on_transport(keypair, msg, data, now, arrival):
-                peer.learn_address(msg.link_id, addr, now)  # only after authentication
+                peer.learn_address(msg.link_id, addr, len(data), now)  # only after authentication
                 self._collect(peer)
             if peer.retired:
                 for kp in peer.retired:
@@ -267,6 +267,7 @@ class GatewayCore:
             for kp in peer.expire_keys(now):
                 self._index.pop(kp.local_index, None)
             if peer.established:
+                peer.send_challenges(now)
                 peer.bond.on_timer(now)
                 self._collect(peer)
 

@@ -96,6 +96,9 @@ class Link:
         self.loss = 0.0
         self._busy_queue = 0.0  # the last standing queue seen while data flowed
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
+        self._fb_rx_last: int | None = None  # rx_bytes of the last receiver report
+        self._rx_credited = 0  # our tx_bytes its reports have accounted for
+        self._rx_reported = 0  # their byte count as the estimator sees it (capped increases)
         self.rx_owd_avg: float | None = None  # receive side: smoothed one-way delay (us)
         self.rx_owd_dev = 0.0
         # cached for the scheduler, refreshed on each feedback
@@ -198,7 +201,7 @@ class Link:
         rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
         if 0 < rtt_us < 10_000_000:
             self._on_rtt(now, rtt_us / 1e6)
-        self.est.on_delivery(now, rx_time_us, rx_bytes, self.tx_bytes)
+        self.est.on_delivery(now, rx_time_us, self._credited_rx(rx_bytes), self.tx_bytes)
         self.owd_recent = owd_min_us
         self.owd_base.update(now, owd_min_us)
         queue = self.queue_delay()
@@ -213,6 +216,31 @@ class Link:
         self._on_loss(rx_packets, highest_counter)
         self.est.on_phase_clock(now, self.srtt)
         self.refresh()
+
+    def on_sent(self, size: int, now: float, data: bool) -> None:
+        """A datagram of `size` wire bytes left on this link (`data`: it carried data or
+        padding, not only control frames)."""
+        self.tx_packets += 1
+        self.tx_bytes += size
+        self.last_tx = now
+        if data:
+            self.last_data_tx = now
+
+    def _credited_rx(self, rx_bytes: int) -> int:
+        """The receiver's cumulative byte count (mod 2**32), each report's increase capped at
+        what this end has sent on the link and not yet seen reported: a report can never
+        raise the estimate past what was really sent (a forged one, or the counter of a
+        peer that restarted, read 66 Gbit/s on a 20 Mbit/s link)."""
+        last = self._fb_rx_last
+        self._fb_rx_last = rx_bytes
+        if last is None:
+            self._rx_credited = self.tx_bytes  # what was sent before the first report is in it
+            return self._rx_reported
+        claimed = (rx_bytes - last) & (SEQ_MOD - 1)
+        take = min(claimed, max(0, self.tx_bytes - self._rx_credited))
+        self._rx_credited += take
+        self._rx_reported = (self._rx_reported + take) & (SEQ_MOD - 1)
+        return self._rx_reported
 
     def take_pace(self, size: int, now: float) -> None:
         """A datagram of `size` wire bytes leaves now or when the link is free: its paced

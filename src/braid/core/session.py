@@ -18,12 +18,14 @@ from .bond import Bond
 from .link import LinkConfig
 from .noise import Keys
 from .replay import ReplayWindow
+from .sources import Random, Sources
 
 REKEY_AFTER_TIME = 120.0
 REJECT_AFTER_TIME = 180.0
 REKEY_AFTER_MESSAGES = 1 << 46
 REJECT_AFTER_MESSAGES = wire.COUNTER_MAX
 KEEP_PREVIOUS = 10.0  # seconds the previous keys still open datagrams after a rekey
+SEAL_OVERHEAD = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN  # UDP payload bytes around a plaintext
 
 Address = tuple  # a socket address as the OS gives it
 
@@ -95,8 +97,10 @@ class Peer:
 
     def __init__(self, name: str, links: list[LinkConfig], now: float, *,
                  scheduler: str = "earliest-arrival", queue_limit: float = 0.05,
-                 outer_ipv6: bool = False, learns_addresses: bool = False, warmup: bool = True
-                 ) -> None:
+                 outer_ipv6: bool = False, learns_addresses: bool = False, warmup: bool = True,
+                 random: Random | None = None) -> None:
+        """`learns_addresses` (the gateway): reply to the sources authenticated traffic came
+        from, validated as core/sources.py says (`random` makes its tokens)."""
         self.name = name
         self.learns_addresses = learns_addresses  # gateway: reply to authenticated sources
         self.link_names = tuple(c.name for c in links)
@@ -107,10 +111,9 @@ class Peer:
         self.pending: Keypair | None = None  # responder side: not yet confirmed
         self.retired: list[Keypair] = []  # displaced by newer keys: the gateway unindexes them
         self.remote_instance: int | None = None
-        self.addrs: dict[int, dict[Address, float]] = {}  # per link: source -> last heard
-        self._fresh: dict[int, list[Address]] = {}
-        self._rr: dict[int, int] = {}
-        self._fresh_at: dict[int, float] = {}
+        if learns_addresses and random is None:
+            raise ValueError("a peer that learns addresses needs `random` for its challenges")
+        self.sources = Sources(random or (lambda n: bytes(n)))
         self.out: list[Datagram] = []
         self.stats = PeerStats()
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
@@ -136,38 +139,38 @@ class Peer:
         else:
             self.pending = keypair
 
-    def _addr_for(self, link_id: int) -> Address | None:
-        fresh = self._fresh.get(link_id)
-        if not fresh:
-            return None
-        i = self._rr.get(link_id, 0)
-        self._rr[link_id] = i + 1
-        return fresh[i % len(fresh)]
-
     def _seal(self, link_id: int, plaintext: bytes) -> int:
         kp = self.current
         if kp is None:
             return -1
-        addr = self._addr_for(link_id) if self.learns_addresses else None
-        if self.learns_addresses and addr is None:
-            return -1  # this link's address is not known yet
+        addr = None
+        if self.learns_addresses:
+            addr = self.sources.pick(link_id, len(plaintext) + SEAL_OVERHEAD)
+            if addr is None:
+                return -1  # no address known for the link yet, or none with budget
         data, counter = kp.seal(link_id, plaintext)
         self.out.append(Datagram(link_id, addr, data))
         self.stats.tx_datagrams += 1
         return counter
 
-    def learn_address(self, link_id: int, addr: Address, now: float) -> None:
-        """Authenticated traffic came from addr on a link: reply there (NAT, roaming, several
-        sockets per link). Sources silent for 2 s longer than the newest one are dropped."""
-        addrs = self.addrs.setdefault(link_id, {})
-        known = addr in addrs
-        addrs[addr] = now
-        if known and now - self._fresh_at.get(link_id, 0.0) < 0.5:
+    def learn_address(self, link_id: int, addr: Address, size: int, now: float) -> None:
+        """An authenticated datagram of `size` bytes came from addr on a link: reply there
+        (NAT, roaming, several sockets per link), within its budget until validated."""
+        self.sources.learn(link_id, addr, size, now)
+        self.send_challenges(now)
+
+    def send_challenges(self, now: float) -> None:
+        """A CHALLENGE to each address in use that has not proven it receives (core/sources.py)."""
+        kp = self.current
+        if kp is None:
             return
-        self._fresh_at[link_id] = now
-        self._fresh[link_id] = [a for a, t in addrs.items() if t >= now - 2.0]
-        for stale in [a for a, t in addrs.items() if t < now - 2.0]:
-            del addrs[stale]
+        for link_id, addr, token in self.sources.challenges(now):
+            plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + wire.encode_frame(
+                wire.Challenge(token))
+            if self.sources.charge(link_id, addr, len(plaintext) + SEAL_OVERHEAD):
+                data, _ = kp.seal(link_id, plaintext)
+                self.out.append(Datagram(link_id, addr, data))
+                self.stats.tx_datagrams += 1
 
     def set_remote_instance(self, instance: int) -> bool:
         """The peer's instance id from a handshake; True when it restarted (state reset)."""
@@ -201,6 +204,10 @@ class Peer:
             self.bond.on_new_recv_keys()
         self.bond.on_plaintext(header.link_id, plain, len(data) + self._ip_overhead,
                                header.counter, now, arrival)
+        if self.bond.echoes:
+            for token in self.bond.echoes:
+                self.sources.on_echo(token)
+            self.bond.echoes.clear()
         return True
 
     def expire_keys(self, now: float) -> list[Keypair]:

@@ -24,6 +24,8 @@ a packet take consecutive seqs (index 0 first) and share its flow_seq.
                  owd_min_us(4) highest_counter(6)
   NACK      0x05 link(1) count(1) counter(6) * count
   PAD       0x06 zero bytes to the end of the datagram
+  CHALLENGE 0x08 token(8)           the gateway asks: does the address this went to receive?
+  ECHO      0x09 token(8)           yes: the token of a CHALLENGE that arrived
   HEARD     0x07 known(4) up(4)   bit i: link i was ever up / is up (heard) now
 """
 
@@ -64,6 +66,9 @@ FRAME_FEEDBACK: Final = 0x04
 FRAME_NACK: Final = 0x05
 FRAME_PAD: Final = 0x06  # the rest of the datagram is padding
 FRAME_HEARD: Final = 0x07  # which of the peer's links this end hears: per-direction health
+FRAME_CHALLENGE: Final = 0x08  # address validation: echo this token
+FRAME_ECHO: Final = 0x09  # the token of a CHALLENGE received
+TOKEN: Final = struct.Struct("!B8s")
 
 DATA_HEADER: Final = struct.Struct("!BBHI")  # type, flow, flow_seq, seq
 DATA_HEADER_LEN: Final = DATA_HEADER.size  # 8
@@ -279,7 +284,17 @@ class Heard:
     up: int  # bit i: link i is heard now (its receive health is up)
 
 
-Frame = Data | Probe | Feedback | Nack | Pad | Heard
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    token: bytes  # 8 random bytes, sent to an address the gateway has not validated
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    token: bytes
+
+
+Frame = Data | Probe | Feedback | Nack | Pad | Heard | Challenge | Echo
 
 
 def encode_data_header(flow: int, flow_seq: int, seq: int, unordered: bool = False) -> bytes:
@@ -311,6 +326,9 @@ def encode_frame(frame: Frame) -> bytes:
         )
     if isinstance(frame, Pad):
         return bytes([FRAME_PAD]) + bytes(frame.length)
+    if isinstance(frame, Challenge | Echo):
+        kind = FRAME_CHALLENGE if isinstance(frame, Challenge) else FRAME_ECHO
+        return TOKEN.pack(kind, frame.token)
     if isinstance(frame, Heard):
         return HEARD.pack(FRAME_HEARD, frame.known & 0xFFFFFFFF, frame.up & 0xFFFFFFFF)
     raise TypeError(f"not a frame: {frame!r}")
@@ -358,6 +376,12 @@ def decode_plaintext(plain: bytes) -> tuple[int, list[Frame]]:
             counters = tuple(_u48(plain[pos + 6 * i : pos + 6 * i + 6]) for i in range(count))
             frames.append(Nack(link, counters))
             pos += 6 * count
+        elif kind in (FRAME_CHALLENGE, FRAME_ECHO):
+            if end - pos < TOKEN.size:
+                raise WireError("token frame too short")
+            token = TOKEN.unpack_from(plain, pos)[1]
+            frames.append(Challenge(token) if kind == FRAME_CHALLENGE else Echo(token))
+            pos += TOKEN.size
         elif kind == FRAME_HEARD:
             if end - pos < HEARD.size:
                 raise WireError("heard frame too short")

@@ -51,6 +51,10 @@ class FakeNet:
         self.to_gateway: list[bytes] = []  # delivered to the gateway's TUN
         self.to_client: list[bytes] = []
         self.sent = {"up": 0, "down": 0}
+        # a client that forges its source: link id -> the address its datagrams claim
+        self.spoof: dict[int, tuple[str, int]] = {}
+        self.received_from: dict[tuple[str, int], int] = {}  # bytes the gateway got per source
+        self.sent_elsewhere: dict[tuple[str, int], int] = {}  # bytes to addresses not the client's
         self.dropped = {"up": 0, "down": 0}
 
     @property
@@ -107,6 +111,9 @@ class FakeNet:
         self.client.datagrams.clear()
         for dg in self.gateway.drain_datagrams():
             assert dg.addr is not None
+            if dg.addr != self._addr(dg.link_id):  # to a spoofed source: never reaches the client
+                self.sent_elsewhere[dg.addr] = self.sent_elsewhere.get(dg.addr, 0) + len(dg.data)
+                continue
             self._transmit("down", dg.link_id, dg.data)
         self.to_gateway.extend(self.gateway.delivered)
         self.gateway.delivered.clear()
@@ -122,7 +129,9 @@ class FakeNet:
                 t, _, direction, link_id, data = heapq.heappop(self._events)
                 self.now = max(self.now, t)
                 if direction == "up":
-                    self.gateway.on_datagram(self._addr(link_id), data, self.now)
+                    src = self.spoof.get(link_id, self._addr(link_id))
+                    self.received_from[src] = self.received_from.get(src, 0) + len(data)
+                    self.gateway.on_datagram(src, data, self.now)
                 else:
                     self.client.on_datagram(link_id, data, self.now)
                 continue
