@@ -25,7 +25,17 @@ def test_every_packet_delivered_once_and_in_order_without_timeouts(flows, rnd):
     for flow in counts:
         seqs = [int(p.split(b":")[1]) for p in out if int(p.split(b":")[0]) == flow]
         assert seqs == sorted(seqs)
-    assert buf.held == 0
+    assert buf.held == 0 and buf.held_bytes == 0
+
+
+def test_what_a_peer_can_pin_behind_gaps_is_capped_in_bytes():
+    buf = ReorderBuffer(max_bytes=100_000)
+    for flow in range(8):
+        buf.push(flow, 0, 0, b"x", 0.0)
+        for i in range(2, 200):  # every flow misses fseq 1 and piles 8 KB packets behind it
+            buf.push(flow, i, i, bytes(8000), 0.0)
+            assert buf.held_bytes <= 100_000
+    assert buf.overflow > 0
 
 
 @given(st.integers(1, 30), st.integers(1, 30))

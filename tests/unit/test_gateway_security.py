@@ -182,3 +182,25 @@ def test_a_client_forging_its_source_cannot_make_the_gateway_an_amplifier():
     assert got > 10_000 and sent <= 3 * got
     assert not net.gateway.peers["site"].sources.validated(victim)
     assert len(net.to_client) > 1000  # link a still carries the traffic
+
+
+def test_a_link_name_from_the_network_cannot_forge_a_log_line():
+    import pytest
+
+    from braid.core.handshake import InitPayload
+
+    for name in ("lte\n2026-12-01 braid.daemon INFO forged", "", "x" * 33, "a\x1b[2J"):
+        raw = InitPayload(1, 1, 0, ("ok",)).encode()[:-3] + bytes((len(name.encode()),)) + name.encode()
+        with pytest.raises(wire.WireError):
+            InitPayload.decode(raw)
+    assert InitPayload.decode(InitPayload(1, 1, 0, ("lte-2.a_b",)).encode()).link_names == ("lte-2.a_b",)
+
+
+def test_status_series_are_kept_only_for_links_that_exist():
+    from braid.control.metrics import Throughput
+
+    tput = Throughput()
+    for i in range(100):  # a client that reconnects with new link names each time
+        tput.sample(float(i), {f"site/l{i}/tx": i, "site/fixed/tx": i})
+    assert tput.rates("site/l5/tx")["max_bps"] == 0.0
+    assert tput.rates("site/fixed/tx")["current_bps"] == 8.0

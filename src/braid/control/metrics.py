@@ -16,6 +16,9 @@ class Throughput:
         self._marks: dict[str, deque[tuple[float, int]]] = {}
 
     def sample(self, now: float, counters: dict[str, int]) -> None:
+        """Series exist only for the counters given: a link or client gone is forgotten."""
+        for key in [k for k in self._marks if k not in counters]:
+            del self._marks[key]
         for key, value in counters.items():
             marks = self._marks.setdefault(key, deque(maxlen=SLICES + 1))
             marks.append((now, value))

@@ -68,6 +68,9 @@ def _stamp(now: float) -> bytes:
 
 REPORT_STALE = 60.0  # seconds after which a HEARD report is taken whatever its timestamp
 MAX_ECHOES = 8  # ECHO tokens held between two looks by the session
+# NACKs this end sends per second at most (a peer skipping counters must not make it send
+# more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
+NACK_RATE, NACK_BURST = 1000.0, 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ class Bond:
             link.id: deque() for link in self.links}
         self._history = SendHistory([link.id for link in self.links])
         self._nack_hold_until = 0.0
+        self._nack_tokens, self._nack_at = NACK_BURST, now
+        self._nacked_in_datagram = 0  # counters honoured from the datagram being read
         self._interactive_until = -1.0
         self._reserved: Link | None = None
         self._bulk_links = self.links
@@ -128,7 +133,7 @@ class Bond:
         self.stats = dict.fromkeys(
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
-             "fragments_expired", "too_big", "warmup_datagrams"), 0)
+             "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited"), 0)
 
     # ------------------------------------------------------------------ helpers
 
@@ -413,6 +418,7 @@ class Bond:
         now_us = int((now if arrival is None else arrival) * 1e6)
         # only data and probes are answered with feedback: feedback never answers feedback
         wants = any(isinstance(f, wire.Data | wire.Probe | wire.Pad) for f in frames)
+        self._nacked_in_datagram = 0
         link.on_rx(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
             if isinstance(frame, wire.Data):
@@ -523,6 +529,12 @@ class Bond:
         highest = link.rx_highest_counter
         if highest < 0 or counter <= highest + 1:
             return
+        self._nack_tokens = min(NACK_BURST, self._nack_tokens + (now - self._nack_at) * NACK_RATE)
+        self._nack_at = now
+        if self._nack_tokens < 1.0:
+            self.stats["nacks_limited"] += 1
+            return
+        self._nack_tokens -= 1.0
         missing = tuple(range(max(highest + 1, counter - wire.NACK_MAX), counter))
         nack = wire.encode_frame(wire.Nack(link.id, missing))
         # on the two lowest-delay links: a NACK lost on a lossy link would cost a timeout
@@ -536,8 +548,13 @@ class Bond:
         self._nack_hold_until = max(self._nack_hold_until, now + 1.5 * rtt + 0.010)
 
     def _on_nack(self, nack: wire.Nack, now: float) -> None:
+        """Resend what a NACK names, if it was sent and not resent yet; at most NACK_MAX
+        counters honoured per datagram, however many NACK frames it carries."""
         self.stats["nacks_received"] += 1
-        items = self._history.take_named(nack.link, nack.counters, now)
+        room = wire.NACK_MAX - self._nacked_in_datagram
+        counters = nack.counters[:max(0, room)]
+        self._nacked_in_datagram += len(counters)
+        items = self._history.take_named(nack.link, counters, now)
         if items:
             self._resend(items, now)
 

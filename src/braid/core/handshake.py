@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass
 
 from .wire import WireError
 
 PROLOGUE = b"braid/1"
+LINK_NAME = re.compile(rb"[A-Za-z0-9_.-]{1,32}")  # as the client's config allows
 MAX_LINKS = 32
 REKEY_RETRY = 1.0  # seconds between handshake attempts while unanswered (plus up to 0.2 s jitter)
 SESSION_SILENCE = 1.0  # no authenticated datagram on any link this long: handshake again
@@ -42,10 +44,10 @@ class InitPayload:
             if pos >= len(raw) or pos + 1 + raw[pos] > len(raw):
                 raise WireError("initiation payload truncated")
             n = raw[pos]
-            try:
-                names.append(raw[pos + 1 : pos + 1 + n].decode())
-            except UnicodeDecodeError as exc:
-                raise WireError("link name is not UTF-8") from exc
+            name = raw[pos + 1 : pos + 1 + n]
+            if not LINK_NAME.fullmatch(name):  # it reaches logs and status: no control chars
+                raise WireError("link name is not 1-32 letters, digits, _ . -")
+            names.append(name.decode())
             pos += 1 + n
         if pos != len(raw):
             raise WireError("initiation payload has trailing bytes")
