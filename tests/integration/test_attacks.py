@@ -39,6 +39,7 @@ class Target:
         ns.run("gw", ["ip", "addr", "add", "10.211.0.2/30", "dev", "a0"])
         gk, self.gw_public = _key()
         ck, cp = _key()
+        self.client_key = ck
         (workdir / "g.toml").write_text(f'''[gateway]
 private_key = "{gk}"
 listen = "0.0.0.0:7000"
@@ -66,6 +67,11 @@ bind = "up0"
         ns.popen("site", [*BRAID, "client", "-c", str(workdir / "c.toml")], stderr=subprocess.DEVNULL)
         ping = ["ping", "-c", "1", "-W", "1", "10.80.0.1"]
         _wait_for(lambda: ns.run("site", ping, check=False).returncode == 0, 15, "a ping through the tunnel")
+
+    def gateway_rss_kb(self) -> int:
+        pid = self.ns.run("gw", ["pgrep", "-f", "braid.cli.main gateway"]).stdout.split()[0]
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
 
     def gateway_status(self) -> dict:
         out = self.ns.run("gw", [*BRAID, "status", "--json", "-s", str(self.dir / "g.sock")])
@@ -170,3 +176,22 @@ def test_a_dripping_control_client_does_not_delay_the_tunnel(target, calm):
     assert hit["p99"] <= 2 * calm["p99"] + 0.5
     assert hit["mbit"] >= 0.8 * calm["mbit"]
     assert target.gateway_status()["ok"]  # the socket still answers once the drips stop
+
+
+def test_rapid_handshakes_from_one_client_leave_the_gateway_flat(target):
+    """5,000 valid initiations from the configured client's key, as fast as it can send them
+    (issue 12: 5,806 handshakes left +33 MB that was never freed)."""
+    before = target.gateway_rss_kb()
+    args = [sys.executable, "-m", "braid.lab.attack", "10.211.0.2:7000", "handshakes", "1000", "5",
+            target.gw_public, target.client_key]
+    target.ns.run("atk", args, timeout=120)
+    time.sleep(1.0)
+    after = target.gateway_rss_kb()
+    status = target.gateway_status()
+    c = status["counters"]
+    print(f"gateway RSS {before} kB before 5,000 rapid handshakes, {after} kB after; "
+          f"handshakes {c['handshakes']}, rate limited {c['rate_limited']}, keypairs {status['keypairs']}")
+    assert after - before < 4_000
+    assert status["keypairs"] <= 3
+    ping = ["ping", "-c", "3", "-W", "1", "10.80.0.1"]  # the real client is back (it re-handshakes)
+    _wait_for(lambda: target.ns.run("site", ping, check=False).returncode == 0, 10, "the real client")

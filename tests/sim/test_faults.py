@@ -147,3 +147,19 @@ def test_outages_of_a_direction_or_of_everything_end_in_recovery(where, duration
     assert outage <= 2.0
     assert later == 0.0
     assert net.client.peer.established
+
+
+def test_two_clients_with_one_key_are_logged_at_the_gateway():
+    net = _two_links()
+    ping = Pinger(net)
+    ping.run(2.0)
+    twin = net.client
+    net.restart_client()  # a second process with the same key; the first keeps running
+    first = net.client
+    for k in range(6):  # they take turns: each re-handshakes when the other took the session
+        net.client = twin if k % 2 else first
+        ping.run(net.now + 1.5)
+    lines = [e for e in net.gateway.events if "two clients" in e]
+    print(lines)
+    assert len(lines) == 1 and "site" in lines[0] and "192.0.2." in lines[0]
+    assert net.gateway.counters["key_shared"] == 1

@@ -45,6 +45,14 @@ class GatewayParams:
     client_to_client: bool = False  # forward one client's packets to another's addresses
 
 
+TWIN_LOG_INTERVAL = 60.0  # seconds between two logs of one client's key used twice
+
+
+def _show(addr: Address) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 class _Routes:
     """Inner destination -> client name: exact host addresses first, then longest prefix."""
 
@@ -81,6 +89,8 @@ class GatewayCore:
         self.peers: dict[str, Peer] = {}
         self._index: dict[int, tuple[Peer, Keypair]] = {}
         self._last_wall: dict[str, int] = {}
+        self._instances: dict[str, tuple[int | None, int | None]] = {}  # name -> (current, before)
+        self._twin_logged: dict[str, float] = {}
         # per client, the last response: (when, its initiation's wall_us, links it went on, bytes)
         self._answered: dict[str, tuple[float, int, set[int], bytes]] = {}
         self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
@@ -94,7 +104,7 @@ class GatewayCore:
         self.counters = dict.fromkeys(
             ("garbage", "unknown_index", "handshake_failed", "bad_mac", "cookie_replies",
              "rate_limited", "unknown_client", "stale_initiation",
-             "spoofed_source", "client_to_client", "no_route", "handshakes"), 0)
+             "spoofed_source", "client_to_client", "no_route", "handshakes", "key_shared"), 0)
 
     # ------------------------------------------------------------------ handshake
 
@@ -158,6 +168,7 @@ class GatewayCore:
             self.counters["stale_initiation"] += 1  # replayed
             return
         self._last_wall[client.name] = payload.wall_us
+        self._note_instance(client, payload.instance, addr, now)
         peer = self._peer_for(client, payload, now)
         index = self._new_index()
         e_pub, sealed, keys = noise.responder_write(read, self._random(32),
@@ -187,6 +198,23 @@ class GatewayCore:
             return
         answered[2].add(payload.link_id)
         self.datagrams.append(Datagram(payload.link_id, addr, answered[3]))
+
+    def _note_instance(self, client: ClientEntry, instance: int, addr: Address, now: float) -> None:
+        """A client's instance going back to the one before: two processes share its key (a
+        restart always brings a new random instance). Logged, at most once a minute."""
+        current, before = self._instances.get(client.name, (None, None))
+        if instance == current:
+            return
+        self._instances[client.name] = (instance, current)
+        if instance != before or now < self._twin_logged.get(client.name, -1e9) + TWIN_LOG_INTERVAL:
+            return
+        self._twin_logged[client.name] = now
+        peer = self.peers.get(client.name)
+        others = sorted({_show(a) for i in range(len(peer.link_names)) for a in peer.sources.addresses(i)}
+                        - {_show(addr)}) if peer is not None else []
+        self.counters["key_shared"] += 1
+        self.events.append(f"{client.name}: its key is used by two clients at once: {_show(addr)} "
+                           f"and {', '.join(others) or 'another address'}")
 
     def _peer_for(self, client: ClientEntry, payload: InitPayload, now: float) -> Peer:
         peer = self.peers.get(client.name)

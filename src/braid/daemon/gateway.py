@@ -93,7 +93,8 @@ class GatewayDaemon(DaemonBase):
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") != "status":
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}"}
-        return self.status_reply(self.tun, self.mtu, self.core.counters, list(self.core.peers.values()))
+        return self.status_reply(self.tun, self.mtu, self.core.counters, list(self.core.peers.values()),
+                                 keypairs=self.core.keypair_count())
 
     def run(self) -> None:
         log.info("gateway up: tun %s mtu %d, listening on %s, %d client(s)", self.tun.name, self.mtu,

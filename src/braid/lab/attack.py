@@ -1,10 +1,12 @@
 """Handshake floods for the lab's attack tests: junk initiations, or well-formed ones (valid
 mac1) from keys the gateway does not know, sent at a fixed rate to a gateway's listener.
 
-    python -m braid.lab.attack HOST:PORT KIND RATE SECONDS [GATEWAY_PUBLIC_KEY]
+    python -m braid.lab.attack HOST:PORT KIND RATE SECONDS [GATEWAY_PUBLIC_KEY [CLIENT_KEY]]
 
-KIND: "junk" (random bytes after the initiation type: fails mac1) or "unknown-key" (needs
-the gateway's public key). Prints one JSON line: datagrams and bytes sent.
+KIND: "junk" (random bytes after the initiation type: fails mac1), "unknown-key" (needs
+the gateway's public key) or "handshakes" (a real client's initiations, each new, as fast
+as RATE: needs the gateway's public key and the client's private key). Prints one JSON
+line: datagrams and bytes sent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from braid.core.handshake import PROLOGUE, InitPayload
 DISTINCT = 256  # different messages cycled through
 
 
-def messages(kind: str, gateway_public: bytes | None) -> list[bytes]:
+def messages(kind: str, gateway_public: bytes | None, client_private: bytes | None = None,
+             count: int = DISTINCT) -> list[bytes]:
+    if kind == "handshakes":
+        if gateway_public is None or client_private is None:
+            raise ValueError("handshakes needs the gateway's public key and the client's private key")
+        wall = time.time_ns() // 1000
+        out = []
+        for i in range(count):  # each a fresh initiation: strictly increasing timestamps
+            payload = InitPayload(wall + i, 7, 0, ("l0",)).encode()
+            e, s, p, _ = noise.initiator_write(client_private, gateway_public, os.urandom(32),
+                                               payload, PROLOGUE)
+            out.append(with_macs(wire.HandshakeInit(i, e, s, p).encode_body(), gateway_public, None))
+        return out
     if kind == "junk":
         return [bytes([wire.HANDSHAKE_INIT]) + os.urandom(180) for _ in range(DISTINCT)]
     if kind != "unknown-key" or gateway_public is None:
@@ -59,12 +73,14 @@ def flood(target: tuple[str, int], msgs: list[bytes], rate: float, seconds: floa
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (4, 5):
+    if len(argv) not in (4, 5, 6):
         print(__doc__, file=sys.stderr)
         return 2
     target = parse_hostport(argv[0])
-    public = decode_key(argv[4]) if len(argv) == 5 else None
-    msgs = messages(argv[1], public)
+    public = decode_key(argv[4]) if len(argv) >= 5 else None
+    private = decode_key(argv[5]) if len(argv) == 6 else None
+    count = int(float(argv[2]) * float(argv[3])) if argv[1] == "handshakes" else DISTINCT
+    msgs = messages(argv[1], public, private, count)
     print(json.dumps(flood(target, msgs, float(argv[2]), float(argv[3]))))
     return 0
 
