@@ -23,6 +23,8 @@ Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 log = logging.getLogger("braid.config")
 
 DEFAULT_PORT = 7000
+DEFAULT_TABLE = 7077  # braid's routing table and fwmark (wg-quick uses 51820)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEDULER_NAMES = ("earliest-arrival", "round-robin")
 
 
@@ -51,6 +53,11 @@ class ClientConfig:
     queue_ms: float
     fragments: int
     warmup: bool
+    routes: tuple[Network, ...] = ()  # sent through the tunnel (full tunnel: 0.0.0.0/0, ::/0)
+    table: int = DEFAULT_TABLE
+    fwmark: int = DEFAULT_TABLE
+    kill_switch: bool = False
+    forwarding: bool = True  # may set the forwarding sysctls while it runs
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class GatewayConfig:
     fragments: int
     warmup: bool
     client_to_client: bool = False
+    nat: bool = False
+    egress: str | None = None  # masquerade out of this interface (default: the default route's)
+    forwarding: bool = True
 
 
 _ARRAY_HEADER = re.compile(r"\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
@@ -312,10 +322,20 @@ def load_client(path: str | Path) -> ClientConfig:
     if len(links) > 32:
         raise top.error("link", "at most 32 links")
     common = _common(c, "client")
+    routes = _networks(c, "routes") if "routes" in c.table else ()
+    c.used.add("routes")
+    table = c.get("table", int, DEFAULT_TABLE)
+    if not 1 <= table < 2**31 or table in (253, 254, 255):
+        raise c.error("table", "must be a routing table number from 1 to 2^31-1, not 253-255")
+    fwmark = c.get("fwmark", int, table)
+    if not 1 <= fwmark < 2**32:
+        raise c.error("fwmark", "must be from 1 to 2^32-1")
     cfg = ClientConfig(
         private_key=_private_key(c), addresses=_interfaces(c, "address"),
         gateway_public_key=_key(g, "public_key"), endpoint=_hostport(g, "endpoint"),
-        links=tuple(links), **common)
+        links=tuple(links), routes=routes, table=table, fwmark=fwmark,
+        kill_switch=c.get("kill_switch", bool, False), forwarding=c.get("forwarding", bool, True),
+        **common)
     c.finish()
     g.finish()
     return cfg
@@ -353,8 +373,12 @@ def load_gateway(path: str | Path) -> GatewayConfig:
         raise gw.error("mtu", "must be between 1280 and 65535")
     common = _common(gw, "gateway")
     client_to_client = gw.get("client_to_client", bool, False)
+    egress = gw.get("egress", str, None)
+    if egress is not None and not re.fullmatch(r"[A-Za-z0-9_.@-]{1,15}", egress):
+        raise gw.error("egress", "must be an interface name")
     cfg = GatewayConfig(private_key=_private_key(gw), listen=_hostport(gw, "listen"),
                         addresses=_interfaces(gw, "address"), clients=tuple(clients), mtu=mtu,
-                        client_to_client=client_to_client, **common)
+                        client_to_client=client_to_client, nat=gw.get("nat", bool, False),
+                        egress=egress, forwarding=gw.get("forwarding", bool, True), **common)
     gw.finish()
     return cfg

@@ -33,6 +33,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     for link in bond.links:
         links.append({
             "name": link.name,
+            "id": link.id,
             "state": link.state.value,
             "state_rx": link.health.value,
             "state_tx": link.tx_health.value,

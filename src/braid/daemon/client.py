@@ -14,12 +14,23 @@ from braid.control.server import ControlServer
 from braid.core.client import ClientCore, ClientParams
 from braid.core.link import LinkConfig
 from braid.core.wire import tun_mtu, whole_mtu
-from braid.io.netlink import interface_mtu
-from braid.io.udp import ANCILLARY, link_socket, resolve, rx_stamp
+from braid.io.hostnet import HostSetup
+from braid.io.netlink import NetlinkError, interface_mtu
+from braid.io.udp import ANCILLARY, resolve, rx_stamp
+from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
 
 log = logging.getLogger("braid.client")
+
+
+RESOLVE_RETRY = 2.0  # seconds between attempts to resolve the gateway's endpoint at start
+
+
+def _tunnel_only(routes: tuple, addresses: tuple) -> bool:
+    """Whether every route lies within the tunnel's own subnets (no LAN or Internet behind)."""
+    return all(any(r.version == a.version and r.subnet_of(a.network) for a in addresses)
+               for r in routes)
 
 
 class ClientDaemon(DaemonBase):
@@ -28,7 +39,7 @@ class ClientDaemon(DaemonBase):
     def __init__(self, cfg: ClientConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        family, self.remote = resolve(*cfg.endpoint)
+        family, self.remote = self._resolve()
         outer_v6 = family == socket.AF_INET6
         link_cfgs = []
         for i, spec in enumerate(cfg.links):
@@ -40,21 +51,25 @@ class ClientDaemon(DaemonBase):
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
                               cfg.scheduler, cfg.queue_ms / 1000, outer_v6, cfg.warmup)
         self.core = ClientCore(params, now, random=os.urandom, wall_offset=time.time() - now)
-        self.sockets: dict[int, list] = {}
-        self._rr: dict[int, int] = {}
+        self._next_check = now + RETRY
+        self._host_changed = False
         try:
-            for i, spec in enumerate(cfg.links):
-                socks = []
-                for _ in range(spec.sockets):
-                    sock = link_socket(spec.bind, family, self.remote)
-                    self.opened(sock.close)
-                    socks.append(sock)
-                    self.loop.add(sock.fileno(), self._reader(sock, i))
-                self.sockets[i] = socks
+            self.host = HostSetup(cfg.tun, cfg.table)
+            self.host.remove_leftovers()
+            self.uplinks = Uplinks([(s.name, s.bind, s.sockets) for s in cfg.links], family,
+                                   self.remote, cfg.fwmark if cfg.routes else None,
+                                   self._register, self._unregister)
+            self.opened(self.uplinks.close)
+            self.uplinks.open_all()
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
             self.opened(self.tun.close)
             self.opened(netsetup.teardown)
             clamp_forwarded_mss(netsetup, whole_mtu(link_mtu, outer_v6), cfg.fragments)
+            self.opened(self.host.teardown)
+            self._set_up_routing()
+            self.events = NetlinkEvents()
+            self.opened(self.events.close)
+            self.loop.add(self.events.fileno(), self._on_netlink)
             self.loop.add(self.tun.fd, self._on_tun)
             self.control = ControlServer(cfg.control, self._on_control)
             self.opened(self.control.close)
@@ -62,6 +77,70 @@ class ClientDaemon(DaemonBase):
         except Exception:
             self.close()
             raise
+
+    def _resolve(self) -> tuple[int, tuple]:
+        """The endpoint's address; a name that does not resolve yet (DNS not up at boot) is
+        retried, logged once, until it does or the daemon is told to stop."""
+        host, port = self.cfg.endpoint
+        told = None
+        while True:
+            try:
+                return resolve(host, port)
+            except OSError as exc:
+                reason = str(exc.strerror or exc)
+                if reason != told:
+                    log.warning("gateway endpoint %s: cannot resolve (%s); retrying every %.0f s",
+                                host, reason, RESOLVE_RETRY)
+                    told = reason
+                if self.loop.wait_for_signal(RESOLVE_RETRY):
+                    raise OSError(f"stopped before the gateway endpoint {host} resolved") from None
+
+    def _set_up_routing(self) -> None:
+        cfg = self.cfg
+        if not cfg.routes:
+            return
+        self.host.full_tunnel(list(cfg.routes), cfg.fwmark)
+        log.info("routes %s through %s (table %d, fwmark %#x)",
+                 ", ".join(str(r) for r in cfg.routes), cfg.tun, cfg.table, cfg.fwmark)
+        if not _tunnel_only(cfg.routes, cfg.addresses):
+            versions: set[int] = {int(r.version) for r in cfg.routes}
+            if cfg.forwarding:
+                self.host.enable_forwarding(versions)
+            elif off := HostSetup.forwarding_off(versions):
+                log.warning("%s off and forwarding = false: hosts behind this site cannot use the "
+                            "tunnel", ", ".join(off))
+        if cfg.kill_switch:
+            uplinks = self.uplinks.interfaces()
+            self.host.kill_switch(uplinks, cfg.fwmark)
+            log.info("kill switch: nothing leaves through %s outside the tunnel", ", ".join(uplinks))
+
+    def _register(self, sock: socket.socket, link_id: int) -> None:
+        self.loop.add(sock.fileno(), self._reader(sock, link_id))
+
+    def _unregister(self, sock: socket.socket) -> None:
+        self.loop.remove(sock.fileno())
+
+    def _on_netlink(self, now: float) -> None:
+        self.events.drain()
+        self._host_changed = True
+        self._next_check = min(self._next_check, now + 0.05)  # let a burst of events settle
+
+    def _check_host(self, now: float) -> None:
+        """After a netlink event (or every RETRY s while an uplink is not usable): re-bind the
+        uplinks that changed and put back routes someone removed."""
+        if now < self._next_check:
+            return
+        self._next_check = now + (RETRY if not self.uplinks.all_open() else 60.0)
+        self.uplinks.check()
+        if self._host_changed and self.cfg.routes:
+            try:
+                missing = self.host.ensure_routes()
+            except NetlinkError as exc:
+                log.warning("tunnel routes: %s", exc)
+            else:
+                if missing:
+                    log.warning("%d tunnel route(s) were removed: put back", missing)
+        self._host_changed = False
 
     def _reader(self, sock: Any, link_id: int) -> Callable[[float], None]:
         on_datagram = self.core.on_datagram
@@ -91,14 +170,12 @@ class ClientDaemon(DaemonBase):
     def _send(self) -> None:
         out = self.core.datagrams
         if out:
+            send = self.uplinks.send
             for dg in out:
-                socks = self.sockets[dg.link_id]
-                i = self._rr.get(dg.link_id, 0)
-                self._rr[dg.link_id] = i + 1
                 try:
-                    socks[i % len(socks)].send(dg.data)
-                except OSError:
-                    self.send_errors += 1
+                    send(dg.link_id, dg.data)
+                except OSError as exc:
+                    self.send_error(self.cfg.links[dg.link_id].name, exc)
             out.clear()
 
     def _flush(self, now: float) -> None:
@@ -106,12 +183,19 @@ class ClientDaemon(DaemonBase):
         self.write_delivered(self.tun, self.core.delivered)
         self.log_events([self.core.peer], self.core.events, name_peers=False)
         self.book.maybe_sample(now, [self.core.peer])
+        self._check_host(now)
 
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") != "status":
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}"}
-        return self.status_reply(self.tun, self.mtu, self.core.counters, [self.core.peer],
-                                 handshake=self.core.state.value)
+        counters = dict(self.core.counters, link_unbound=self.uplinks.unbound_drops,
+                        links_rebound=self.uplinks.reopened)
+        reply = self.status_reply(self.tun, self.mtu, counters, [self.core.peer],
+                                  handshake=self.core.state.value)
+        for peer in reply["peers"]:
+            for link in peer["links"]:
+                link["local_address"] = self.uplinks.local_address(link["id"])
+        return reply
 
     def run(self) -> None:
         log.info("client up: tun %s mtu %d, %d link(s) to %s", self.tun.name, self.mtu,

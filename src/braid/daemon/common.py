@@ -13,6 +13,7 @@ from braid.control.status import link_counters, peer_status
 from braid.core.session import Peer
 from braid.io.netlink import InterfaceSetup, NetlinkError
 from braid.io.tun import Tun
+from braid.io.uplinks import describe
 
 from .loop import EventLoop, Faults
 
@@ -40,6 +41,7 @@ def bring_up_tun(name: str, mtu: int, addresses: tuple[Interface, ...]) -> tuple
     return tun, setup
 
 
+SEND_ERROR_LOG = 10.0  # seconds between two logs of one link's send errors of one kind
 TUN_CHUNK = 8  # packets read from the TUN before the datagrams they made are sent
 TUN_CHUNKS = 8  # chunks per wake-up (then timers and the other sockets get their turn)
 
@@ -113,8 +115,23 @@ class DaemonBase:
         self.loop = EventLoop()
         self.book = StatusBook()
         self.send_errors = 0
+        self._send_errors_seen: dict[tuple[str, int], tuple[float, int]] = {}
         self.tun_write_errors = 0
         self._closers: list[Callable[[], None]] = []
+
+    def send_error(self, link: str, exc: OSError) -> None:
+        """Count a failed send; log it with its errno in words, once per link and errno per
+        SEND_ERROR_LOG seconds (with how many there were)."""
+        self.send_errors += 1
+        key = (link, exc.errno or 0)
+        now = time.monotonic()
+        seen, count = self._send_errors_seen.get(key, (-1e9, 0))
+        if now - seen < SEND_ERROR_LOG:
+            self._send_errors_seen[key] = (seen, count + 1)
+            return
+        more = f" ({count} more since the last report)" if count else ""
+        log.warning("link %s: send failed: %s%s", link, describe(exc), more)
+        self._send_errors_seen[key] = (now, 0)
 
     def opened(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)

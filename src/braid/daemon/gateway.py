@@ -13,6 +13,7 @@ from braid.config import GatewayConfig
 from braid.control.server import ControlServer
 from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
 from braid.core.wire import tun_mtu, whole_mtu
+from braid.io.hostnet import HostSetup, default_route_interface
 from braid.io.udp import Listener
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
@@ -36,6 +37,8 @@ class GatewayDaemon(DaemonBase):
         super().__init__()
         self.cfg = cfg
         try:
+            self.host = HostSetup(cfg.tun, 0)
+            self.host.remove_nft_leftovers()
             self.sock = Listener(*cfg.listen)
             self.opened(self.sock.close)
             outer_v6 = self.sock.family == socket.AF_INET6
@@ -53,6 +56,8 @@ class GatewayDaemon(DaemonBase):
                 for net in c.addresses:
                     if not any(_within(net, a.network) for a in cfg.addresses):
                         netsetup.add_route(net)
+            self.opened(self.host.teardown)
+            self._set_up_nat()
             self.loop.add(self.tun.fd, self._on_tun)
             self.control = ControlServer(cfg.control, self._on_control)
             self.opened(self.control.close)
@@ -60,6 +65,26 @@ class GatewayDaemon(DaemonBase):
         except Exception:
             self.close()
             raise
+
+    def _set_up_nat(self) -> None:
+        """Forwarding while running, and masquerade of the clients' prefixes (IPv6 ones only
+        where not globally routed) out of the egress interface, if the config says so."""
+        cfg = self.cfg
+        prefixes = [net for c in cfg.clients for net in c.addresses]
+        versions: set[int] = {int(n.version) for n in prefixes} or {4}
+        if cfg.forwarding:
+            self.host.enable_forwarding(versions)
+        elif off := HostSetup.forwarding_off(versions):
+            log.warning("%s off and forwarding = false: clients reach only this host", ", ".join(off))
+        if not cfg.nat:
+            return
+        egress = cfg.egress or default_route_interface(4)
+        if egress is None:
+            log.warning("nat = true but there is no default route and no egress set: not masquerading")
+            return
+        sources = [n for n in prefixes if n.version == 4 or not n.is_global]
+        self.host.masquerade(sources, egress)
+        log.info("masquerading %s out of %s", ", ".join(str(n) for n in sources), egress)
 
     def _on_socket(self, now: float) -> None:
         on_datagram = self.core.on_datagram
@@ -80,8 +105,8 @@ class GatewayDaemon(DaemonBase):
                 continue
             try:
                 send(dg.data, dg.addr)
-            except OSError:
-                self.send_errors += 1
+            except OSError as exc:
+                self.send_error("to clients", exc)
 
     def _flush(self, now: float) -> None:
         self._send()

@@ -52,6 +52,11 @@ class EventLoop:
         self._handlers[fd] = handler
         self.epoll.register(fd, select.EPOLLIN)
 
+    def remove(self, fd: int) -> None:
+        """Before the fd is closed."""
+        if self._handlers.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
+
     def install_signals(self) -> None:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -59,6 +64,13 @@ class EventLoop:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
+
+    def wait_for_signal(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (before the loop runs); True if SIGINT/SIGTERM came."""
+        self.install_signals()
+        self.epoll.poll(seconds)
+        self._on_wakeup(0.0)
+        return self.stopping
 
     def _on_wakeup(self, now: float) -> None:
         try:

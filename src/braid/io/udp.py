@@ -53,13 +53,19 @@ def _is_address(value: str) -> bool:
         return False
 
 
-def link_socket(bind: str, family: int, remote: tuple) -> socket.socket:
-    """A connected, non-blocking UDP socket leaving through one uplink."""
+def link_socket(bind: str, family: int, remote: tuple, fwmark: int | None = None,
+                device: str | None = None) -> socket.socket:
+    """A connected, non-blocking UDP socket leaving through one uplink. `fwmark`: braid's
+    own mark (SO_MARK), which full-tunnel routing lets out through the main table."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         _buffers(sock)
+        if fwmark is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
         if _is_address(bind):
+            if device:  # the interface holding the address: its routes, not the main default
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
             sock.bind((bind, 0))
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind.encode())

@@ -1,0 +1,230 @@
+"""The client's UDP sockets per uplink, kept bound to what the uplink is now.
+
+An uplink's interface may not exist yet, have no address yet, be deleted and re-created
+(a PPPoE reconnect, a modem reset: a new ifindex) or change address (a DHCP renew). A
+connected UDP socket keeps the ifindex and source address it had, so it goes on failing;
+`check()` closes it and opens a new one as soon as the uplink is usable again. It is called
+on every netlink event (`NetlinkEvents`: links, addresses, routes) and, for uplinks not
+yet usable, every RETRY seconds. A link that cannot be opened is logged once per reason,
+with its name, and retried; it never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .udp import link_socket
+
+log = logging.getLogger("braid.uplinks")
+
+RETRY = 2.0  # seconds between attempts to open an uplink that is not usable yet
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_local(address: str, family: int) -> bool:
+    """Whether `address` is assigned on this host now (a bind to it succeeds)."""
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def describe(exc: OSError) -> str:
+    """An errno in words: 'No such device (ENODEV)'."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    words = exc.strerror or str(exc)
+    return f"{words} ({name})" if name else words
+
+
+@dataclass
+class Uplink:
+    link_id: int
+    name: str
+    bind: str  # interface name or local address
+    count: int  # sockets wanted
+    sockets: list[socket.socket] = field(default_factory=list)
+    ifindex: int | None = None  # of the interface the sockets were opened on
+    source: str | None = None  # their local address
+    reason: str | None = None  # why the link is not open (logged once)
+    rr: int = 0
+
+
+class Uplinks:
+    def __init__(self, links: list[tuple[str, str, int]], family: int, remote: tuple,
+                 fwmark: int | None, register: Callable[[socket.socket, int], None],
+                 unregister: Callable[[socket.socket], None]) -> None:
+        """`links`: (name, bind, sockets) per link id; `register(sock, link_id)` adds a socket
+        to the event loop, `unregister(sock)` removes it."""
+        self.family, self.remote, self.fwmark = family, remote, fwmark
+        self._register, self._unregister = register, unregister
+        self.links = [Uplink(i, name, bind, count) for i, (name, bind, count) in enumerate(links)]
+        self.reopened = 0
+        self.unbound_drops = 0  # datagrams for a link with no socket
+
+    # ------------------------------------------------------------------ state
+
+    def _identity(self, up: Uplink) -> tuple[int | None, str | None]:
+        """(ifindex, expected source) of the uplink as it is now; raises OSError if unusable."""
+        if _is_address(up.bind):
+            if not _is_local(up.bind, self.family):
+                raise OSError(errno.EADDRNOTAVAIL, f"address {up.bind} is not assigned (yet)")
+            return None, up.bind
+        try:
+            index = socket.if_nametoindex(up.bind)
+        except OSError:
+            raise OSError(errno.ENODEV, f"interface {up.bind} does not exist (yet)") from None
+        return index, None
+
+    def _stale(self, up: Uplink) -> str | None:
+        """Why the open sockets no longer match the uplink, or None."""
+        try:
+            index, _ = self._identity(up)
+        except OSError as exc:
+            return describe(exc)
+        if index is not None and index != up.ifindex:
+            return f"interface {up.bind} was re-created"
+        if up.source is not None and not _is_local(up.source, self.family):
+            return f"address {up.source} is gone"
+        return None
+
+    def _close(self, up: Uplink) -> None:
+        for sock in up.sockets:
+            self._unregister(sock)
+            sock.close()
+        up.sockets = []
+        up.ifindex = up.source = None
+
+    def _open(self, up: Uplink) -> bool:
+        try:
+            index, _ = self._identity(up)
+            device = None
+            if _is_address(up.bind):
+                from .hostnet import interface_of_address
+
+                device = interface_of_address(up.bind)
+            socks = []
+            try:
+                for _ in range(up.count):
+                    socks.append(link_socket(up.bind, self.family, self.remote, self.fwmark, device))
+            except OSError:
+                for s in socks:
+                    s.close()
+                raise
+        except OSError as exc:
+            reason = describe(exc)
+            if reason != up.reason:
+                log.warning("link %s: cannot use %s: %s; retrying", up.name, up.bind, reason)
+                up.reason = reason
+            return False
+        up.sockets, up.ifindex = socks, index
+        up.source = socks[0].getsockname()[0] if socks else None
+        for sock in socks:
+            self._register(sock, up.link_id)
+        if up.reason is not None:
+            log.info("link %s: %s usable again (from %s)", up.name, up.bind, up.source)
+            self.reopened += 1
+        up.reason = None
+        return True
+
+    # ------------------------------------------------------------------ public
+
+    def open_all(self) -> None:
+        for up in self.links:
+            self._open(up)
+
+    def check(self) -> None:
+        """Re-bind every uplink whose interface or address changed; open those not open."""
+        for up in self.links:
+            if up.sockets:
+                why = self._stale(up)
+                if why is None:
+                    continue
+                log.info("link %s: %s; re-binding", up.name, why)
+                self._close(up)
+                up.reason = why
+            self._open(up)
+
+    def all_open(self) -> bool:
+        return all(up.sockets for up in self.links)
+
+    def send(self, link_id: int, data: bytes) -> None:
+        up = self.links[link_id]
+        if not up.sockets:
+            self.unbound_drops += 1
+            return
+        up.rr += 1
+        up.sockets[up.rr % len(up.sockets)].send(data)
+
+    def interfaces(self) -> list[str]:
+        """The uplinks' interface names (for the kill switch), bound by address or not."""
+        from .hostnet import interface_of_address
+
+        out = []
+        for up in self.links:
+            name = interface_of_address(up.bind) if _is_address(up.bind) else up.bind
+            if name:
+                out.append(name)
+        return out
+
+    def local_address(self, link_id: int) -> str | None:
+        return self.links[link_id].source
+
+    def close(self) -> None:
+        for up in self.links:
+            self._close(up)
+
+
+class NetlinkEvents:
+    """A netlink socket subscribed to link, address and route changes; readable on each."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setblocking(False)
+        groups = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
+                  | RTMGRP_IPV6_ROUTE)
+        self.sock.bind((0, groups))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> int:
+        """Read every waiting message; how many reads there were (their content is not
+        needed: any change makes the uplinks and routes be checked)."""
+        n = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                try:
+                    self.sock.recv(65536)
+                except BlockingIOError:
+                    raise
+                except OSError:  # ENOBUFS: events were lost, which is an event too
+                    pass
+                n += 1
+                if n > 10_000:
+                    break
+        return n
+
+    def close(self) -> None:
+        self.sock.close()
