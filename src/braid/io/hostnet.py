@@ -209,7 +209,11 @@ class HostSetup:
             return 0
         present = set()
         for version in {n.version for n in self._routes}:
-            for r in _ip_json(f"-{version}", "route", "show", "table", str(self.table)):
+            try:
+                shown = _ip_json(f"-{version}", "route", "show", "table", str(self.table))
+            except NetlinkError:  # the table does not exist until its first route
+                shown = []
+            for r in shown:
                 dst = r.get("dst")
                 if r.get("dev") == self.tun and dst:
                     present.add("0.0.0.0/0" if dst == "default" and version == 4 else

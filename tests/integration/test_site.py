@@ -1,0 +1,83 @@
+"""braid as a site's Internet connection (issue 11), built by braid.lab.site: a LAN host
+behind a site router with two ISPs (one behind CGNAT), a VPS gateway, a server beyond.
+braid is configured with `routes` and `nat` only. Each test prints what it measured."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import pytest
+
+from braid.lab.site import RATES, VPS, SiteLab, wait_for
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("site")
+    lab = SiteLab(workdir)
+    try:
+        lab.build()
+        lab.up()
+        yield lab
+    finally:
+        lab.close()
+        for role in ("gateway", "client"):
+            path = workdir / f"{role}.log"
+            print(f"--- {role}.log\n{path.read_text()[-2500:] if path.exists() else ''}")
+
+
+def _both_up(site: SiteLab) -> None:
+    wait_for(lambda: site.links_up({"fibre", "lte"}), 15, "both links up")
+
+
+def test_the_lan_reaches_the_internet_through_the_tunnel_only_with_routes_and_nat(site):
+    assert site.server_sees() == VPS  # masqueraded at the VPS
+    up = site.iperf(8)
+    down = site.iperf(8, reverse=True)
+    up_mean, down_mean = statistics.mean(up[2:]), statistics.mean(down[2:])
+    print(f"LAN -> server {up_mean:.1f} Mbit/s, server -> LAN {down_mean:.1f} Mbit/s "
+          f"(links {RATES['wan1']} + {RATES['wan2']} Mbit/s)")
+    assert up_mean > RATES["wan1"] * 1.05 and down_mean > RATES["wan1"] * 1.05  # both uplinks
+    links = site.links()
+    assert all(lk["tx_bytes"] > 1_000_000 for lk in links.values())
+
+
+@pytest.mark.parametrize(("which", "limit"), [("gateway", 3.0), ("client", 2.0)])
+def test_a_restart_costs_seconds(site, which, limit):
+    gap = site.ping_gap(8, lambda: site.restart(which))
+    print(f"{which} restart: LAN -> server ping gap {gap * 1000:.0f} ms")
+    assert gap <= limit
+    _both_up(site)
+
+
+@pytest.mark.parametrize("event", ["renew", "recreate"])
+def test_an_uplink_that_changes_is_rebound_without_a_restart(site, event):
+    action = site.renew_wan1 if event == "renew" else site.recreate_wan1
+    gap, back = site.link_event("fibre", action)
+    print(f"wan1 {event}: LAN -> server ping gap {gap * 1000:.0f} ms, fibre carrying again "
+          f"after {back * 1000:.0f} ms")
+    assert back <= 2.0 + (0.5 if event == "recreate" else 0.0)  # (re-creating takes 0.5 s itself)
+    assert gap <= 1.0  # the 4G carried the traffic meanwhile
+    _both_up(site)
+
+
+def test_a_dead_upstream_alone_is_seen_within_a_second(site):
+    per_second: list[float] = []
+    worker = threading.Thread(target=lambda: per_second.extend(site.iperf(8)))
+    worker.start()
+    time.sleep(3.3)
+    site.cut_upstream("wan2")
+    try:
+        worker.join(timeout=60)
+        states = site.links()["lte"]
+    finally:
+        site.heal_upstream("wan2")
+    print("upload Mbit/s per second, the 4G's upstream cut at ~3 s:", [round(x, 1) for x in per_second])
+    after = per_second[4:]
+    assert min(after) >= 0.8 * RATES["wan1"] * 0.9  # 0.8 of the fibre's goodput alone
+    assert states["state_tx"] in ("suspect", "down")
+    _both_up(site)
