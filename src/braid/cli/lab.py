@@ -35,6 +35,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path, default=Path("lab-results"), help="folder for JSON and plots")
     p.set_defaults(func=cmd_bench)
+    p = labsub.add_parser("site", help="a site living on braid: full tunnel, NAT, restarts, "
+                          "uplinks that change", description="Builds a LAN host, a site router with "
+                          "a fibre and a CGNAT 4G, an Internet core, a VPS gateway and a server in "
+                          "namespaces, runs braid from configs with routes and nat only, and measures "
+                          "LAN-to-server goodput and the outage of each event.")
+    p.add_argument("--json", type=Path, help="write the result JSON here")
+    p.set_defaults(func=cmd_site)
 
 
 def _need_root(what: str) -> None:
@@ -141,3 +148,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _console(stderr=False).print(summary_table(all_results, f"braid lab bench: {args.folder}"))
     print(f"results: {args.out.resolve()}")
     return 1 if errors else 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from rich.table import Table
+
+    from braid.lab.site import run_site
+
+    try:
+        _need_root("site")
+        console = _console()
+        with tempfile.TemporaryDirectory(prefix="braid-site-") as tmp:
+            result = run_site(Path(tmp), progress=console.log)
+    except (LabError, OSError) as exc:
+        print(f"braid lab site: {exc}", file=sys.stderr)
+        return 1
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+    table = Table(title="braid lab site: outage per event (LAN host pinging the server every 50 ms)")
+    for col in ("event", "ping gap ms", "link back ms"):
+        table.add_column(col)
+    for o in result["outages"]:
+        table.add_row(o["event"], str(o["ping_gap_ms"]), _fmt(o["link_back_ms"], 0))
+    out = _console(stderr=False)
+    out.print(table)
+    out.print(f"LAN -> server {result['goodput_up_mbit']} Mbit/s, server -> LAN "
+              f"{result['goodput_down_mbit']} Mbit/s over {result['links_mbit']}; the server sees "
+              f"{result['server_sees']}")
+    out.print(f"upload per second, the 4G's upstream cut at ~3 s: {result['oneway_upload_mbit']}")
+    return 0
