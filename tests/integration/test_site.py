@@ -81,3 +81,51 @@ def test_a_dead_upstream_alone_is_seen_within_a_second(site):
     assert min(after) >= 0.8 * RATES["wan1"] * 0.9  # 0.8 of the fibre's goodput alone
     assert states["state_tx"] in ("suspect", "down")
     _both_up(site)
+
+
+def _rules(site: SiteLab) -> list[str]:
+    out = site.ns.run("site", ["ip", "rule", "show"]).stdout
+    return [line for line in out.splitlines() if "7077" in line or "suppress_prefixlength" in line]
+
+
+def _tables(site: SiteLab) -> list[str]:
+    return site.ns.run("site", ["nft", "list", "tables"]).stdout.split()
+
+
+def test_a_crashed_client_leaves_nothing_doubled_and_a_clean_stop_leaves_nothing(site):
+    assert len(_rules(site)) == 2
+    site.client.kill()  # SIGKILL: no teardown at all
+    site.client.wait(timeout=10)
+    assert len(_rules(site)) == 2  # what the crash left
+    site.start("client")
+    wait_for(site.lan_reaches_server, 15, "the LAN host through the restarted client")
+    rules, tables = _rules(site), _tables(site)
+    print("after a crash and a start:", rules, tables)
+    assert len(rules) == 2 and tables.count("braid_braid_cl0") == 1
+    site.stop("client")
+    assert _rules(site) == [] and "braid_braid_cl0" not in _tables(site)
+    assert site.ns.run("site", ["ip", "route", "show", "table", "7077"], check=False).stdout == ""
+    site.start("client")
+    wait_for(site.lan_reaches_server, 15, "the LAN host through the client again")
+    _both_up(site)
+
+
+def test_the_kill_switch_drops_what_would_leave_an_uplink_outside_the_tunnel(site):
+    direct = ["ping", "-c", "2", "-W", "1", "-I", "wan1", "203.0.113.2"]  # the ISP's router
+    assert site.ns.run("site", direct, check=False).returncode == 0  # no kill switch: it leaves
+    cfg = site.dir / "client.toml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace('routes = ["0.0.0.0/0"]', 'routes = ["0.0.0.0/0"]\nkill_switch = true'))
+    try:
+        site.restart("client")
+        wait_for(site.lan_reaches_server, 15, "the LAN host through the tunnel with a kill switch")
+        leaked = site.ns.run("site", direct, check=False).returncode == 0
+        print(f"kill switch on: a ping straight out of wan1 {'leaked' if leaked else 'was dropped'}; "
+              "the LAN still reaches the server through the tunnel")
+        assert not leaked
+    finally:
+        cfg.write_text(text)
+        site.restart("client")
+    wait_for(site.lan_reaches_server, 15, "the LAN host through the tunnel")
+    assert site.ns.run("site", direct, check=False).returncode == 0  # removed with the client
+    _both_up(site)

@@ -179,3 +179,22 @@ def test_a_key_file_readable_by_others_is_warned_about(tmp_path, caplog):
     caplog.clear()
     load_client(_write(tmp_path, text))
     assert not caplog.records
+
+
+def test_full_tunnel_and_nat_keys(tmp_path):
+    c = load_client(_write(tmp_path, CLIENT.replace(
+        'address = "10.77.0.2/24"', 'address = "10.77.0.2/24"\nroutes = ["0.0.0.0/0", "::/0"]\n'
+        'kill_switch = true\ntable = 200')))
+    assert [str(r) for r in c.routes] == ["0.0.0.0/0", "::/0"] and c.kill_switch
+    assert c.table == 200 and c.fwmark == 200
+    assert load_client(_write(tmp_path, CLIENT)).routes == ()
+    g = load_gateway(_write(tmp_path, GATEWAY.replace('listen = "[::]:7000"',
+                                                      'listen = "[::]:7000"\nnat = true\negress = "eth0"'),
+                            "g.toml"))
+    assert g.nat and g.egress == "eth0" and g.forwarding
+    with pytest.raises(ConfigError, match=r"client.table: must be a routing table number"):
+        load_client(_write(tmp_path, CLIENT.replace('address = "10.77.0.2/24"',
+                                                    'address = "10.77.0.2/24"\ntable = 254')))
+    with pytest.raises(ConfigError, match=r"client.routes: 'x' is not an address"):
+        load_client(_write(tmp_path, CLIENT.replace('address = "10.77.0.2/24"',
+                                                    'address = "10.77.0.2/24"\nroutes = ["x"]')))
