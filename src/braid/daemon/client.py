@@ -19,7 +19,7 @@ from braid.io.netlink import NetlinkError, interface_mtu
 from braid.io.udp import ANCILLARY, resolve, rx_stamp
 from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
-from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
+from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
 
 log = logging.getLogger("braid.client")
 
@@ -201,6 +201,8 @@ class ClientDaemon(DaemonBase):
         log.info("client up: tun %s mtu %d, %d link(s) to %s", self.tun.name, self.mtu,
                  len(self.cfg.links), self.remote)
         self.loop.install_signals()
+        sd_notify("READY=1")
         self.core.on_timer(time.monotonic())
         self.loop.run(self.core.next_deadline, self.core.on_timer, self._flush)
+        sd_notify("STOPPING=1")
         log.info("client stopping")

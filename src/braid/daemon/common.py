@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,22 @@ from .loop import EventLoop, Faults
 log = logging.getLogger("braid.daemon")
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify) about the daemon's state: READY=1, STOPPING=1. A no-op
+    outside systemd. True if sent."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(state.encode(), address)
+        return True
+    except OSError as exc:
+        log.warning("sd_notify %s to %s failed: %s", state, path, exc.strerror)
+        return False
 
 
 def setup_logging(verbose: bool = False) -> None:

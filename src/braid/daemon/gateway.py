@@ -16,7 +16,7 @@ from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup, default_route_interface
 from braid.io.udp import Listener
 
-from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun
+from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
 
 log = logging.getLogger("braid.gateway")
 
@@ -125,5 +125,7 @@ class GatewayDaemon(DaemonBase):
         log.info("gateway up: tun %s mtu %d, listening on %s, %d client(s)", self.tun.name, self.mtu,
                  self.sock.sock.getsockname(), len(self.cfg.clients))
         self.loop.install_signals()
+        sd_notify("READY=1")
         self.loop.run(self.core.next_deadline, self.core.on_timer, self._flush)
+        sd_notify("STOPPING=1")
         log.info("gateway stopping")
