@@ -7,6 +7,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v nft >/dev/null || need+=(nftables)
 command -v ethtool >/dev/null || need+=(ethtool)
+command -v tmux >/dev/null || need+=(tmux)
 command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
@@ -15,4 +16,4 @@ if ((${#need[@]})); then
 fi
 [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-"$venv/bin/pip" install -q -e ".[test]"
+"$venv/bin/pip" install -q -e ".[test,lab]"

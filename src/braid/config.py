@@ -58,6 +58,7 @@ class ClientConfig:
     fwmark: int = DEFAULT_TABLE
     kill_switch: bool = False
     forwarding: bool = True  # may set the forwarding sysctls while it runs
+    metrics: tuple[str, int] | None = None  # Prometheus endpoint (off by default)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class GatewayConfig:
     nat: bool = False
     egress: str | None = None  # masquerade out of this interface (default: the default route's)
     forwarding: bool = True
+    metrics: tuple[str, int] | None = None
 
 
 _ARRAY_HEADER = re.compile(r"\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
@@ -277,12 +279,20 @@ def _common(r: _Reader, role: str) -> dict[str, Any]:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", tun):
         raise r.error("tun", "must be an interface name of 1-15 letters, digits, _ . -")
     control = r.get("control", str, f"/run/braid/{role}.sock")
+    metrics = r.get("metrics", str, None)
+    if metrics is not None:
+        try:
+            metrics_at: tuple[str, int] | None = parse_hostport(metrics)
+        except ValueError as exc:
+            raise r.error("metrics", f"{exc} (like 127.0.0.1:9477)") from None
+    else:
+        metrics_at = None
     fragments = r.get("fragments", int, DEFAULT_FRAGMENTS)
     if not 1 <= fragments <= MAX_FRAGMENTS:
         raise r.error("fragments", f"must be between 1 and {MAX_FRAGMENTS}")
     warmup = r.get("warmup", bool, True)
     return {"scheduler": scheduler, "queue_ms": float(queue_ms), "tun": tun, "control": control,
-            "fragments": fragments, "warmup": warmup}
+            "fragments": fragments, "warmup": warmup, "metrics": metrics_at}
 
 
 def _table(r: _Reader, key: str) -> dict[str, Any]:

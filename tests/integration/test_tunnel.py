@@ -74,6 +74,7 @@ address = ["10.77.0.2/32", "fd77::2/128"]
 private_key = "{ck}"
 address = ["10.77.0.2/24", "fd77::2/64"]
 control = "{workdir}/cl.sock"
+metrics = "127.0.0.1:9477"
 [gateway]
 public_key = "{gp}"
 endpoint = "{GW_ADDR}:7000"
@@ -229,6 +230,44 @@ c.close()
 '''], timeout=120)
     receiver.wait(timeout=30)
     assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_metrics_are_scraped_during_a_transfer(tunnel):
+    worker = threading.Thread(target=lambda: tunnel.iperf("10.77.0.1", 4))
+    worker.start()
+    time.sleep(2.5)
+    script = ("import urllib.request; print(urllib.request.urlopen("
+              "'http://127.0.0.1:9477/metrics', timeout=5).read().decode())")
+    scrape = tunnel.ns.run("site", [sys.executable, "-c", script]).stdout
+    worker.join(timeout=60)
+    lines = [x for x in scrape.splitlines() if x.startswith((
+        "braid_link_tx_bytes_total", "braid_link_capacity_bps", "braid_link_state"))]
+    print("a scrape during a transfer (excerpt):\n" + "\n".join(lines))
+    assert 'braid_link_tx_bytes_total{peer="gateway",link="l0"}' in scrape
+    tx = [float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("braid_link_tx_bytes_total")]
+    assert len(tx) == 2 and min(tx) > 100_000
+
+
+def test_braid_top_in_a_terminal_80_columns_wide(tunnel):
+    server = f"braid-top-{os.getpid()}"
+    tmux = ["tmux", "-L", server]
+    cmd = f"{sys.executable} -m braid.cli.main top -s {tunnel.dir / 'cl.sock'}"
+    subprocess.run([*tmux, "new-session", "-d", "-x", "80", "-y", "24", cmd], check=True)
+    try:
+        time.sleep(3.5)
+        screen = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True,
+                                check=True).stdout
+        print("braid top at 80 columns:\n" + screen)
+        rows = screen.splitlines()
+        assert any(r.startswith(" l0 ") for r in rows) and any(r.startswith(" l1 ") for r in rows)
+        assert "braid client" in screen and "events" in screen
+        assert all(len(r) <= 80 for r in rows)
+        subprocess.run([*tmux, "send-keys", "q"], check=True)
+        time.sleep(1.5)
+        alive = subprocess.run([*tmux, "has-session"], capture_output=True).returncode == 0
+        assert not alive, "q did not quit braid top"
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 def test_a_gateway_restart_costs_seconds(tunnel):

@@ -34,3 +34,74 @@ def test_flow_buckets_are_stable_and_separate_urgent_from_bulk():
     assert classify(_ipv4(6, 52, sport=1))[0] >= FLOW_BUCKETS
     buckets = {classify(_ipv4(6, 1400, sport=p))[0] for p in range(200)}
     assert len(buckets) > 50
+
+
+def test_link_scoped_ipv6_is_recognised_and_nothing_else():
+    import ipaddress
+
+    from braid.core.classify import link_scoped_v6
+
+    def v6(src: str, dst: str) -> bytes:
+        return (bytes([0x60, 0, 0, 0, 0, 0, 58, 1]) + ipaddress.ip_address(src).packed
+                + ipaddress.ip_address(dst).packed)
+
+    assert link_scoped_v6(v6("fe80::1", "fd77::1"))  # an MLD report's source
+    assert link_scoped_v6(v6("fd77::2", "ff02::16"))  # link-scope multicast
+    assert link_scoped_v6(v6("::", "ff02::2"))  # a router solicitation before an address
+    assert not link_scoped_v6(v6("fd77::2", "fd77::1"))
+    assert not link_scoped_v6(v6("2001:db8::2", "ff0e::1"))  # global multicast
+    assert not link_scoped_v6(bytes([0x45]) + bytes(39))
+
+
+def test_one_flow_takes_one_lane_whatever_its_packet_sizes():
+    """A bulk UDP transfer (QUIC) sends short datagrams when its window is full: they must
+    not skip the queue and overtake its earlier full-size ones."""
+    from braid.core.classify import FlowClassifier
+
+    fc = FlowClassifier()
+    lanes = []
+    t = 0.0
+    for i in range(2000):  # ~12 Mbit/s, every 16th datagram short
+        size = 120 if i % 16 == 15 else 1350
+        lanes.append(fc.classify(_ipv4(17, size, sport=4433), t))
+        t += 0.0009
+    settled = lanes[10:]
+    assert len(set(settled)) == 1 and settled[0][1] == BULK
+
+
+def test_a_voip_flow_is_interactive_in_every_packet_and_a_transfer_beside_it_is_not():
+    from braid.core.classify import FlowClassifier
+
+    fc = FlowClassifier()
+    voip, bulk = set(), set()
+    t = 0.0
+    for i in range(1000):
+        t += 0.001
+        bulk.add(fc.classify(_ipv4(17, 1400, sport=5000), t)[1] if i > 20 else BULK)
+        if i % 20 == 0:  # 50 packets/s of 160 bytes: 64 kbit/s
+            voip.add(fc.classify(_ipv4(17, 160, sport=6000), t))
+    assert len(voip) == 1 and next(iter(voip))[1] == INTERACTIVE
+    assert bulk == {BULK}
+
+
+def test_tcp_pure_acks_skip_the_queue_and_a_bulk_tcp_flow_stays_bulk():
+    from braid.core.classify import FlowClassifier
+
+    def tcp(size: int, sport: int = 7000) -> bytes:
+        p = bytearray(_ipv4(6, size, sport=sport))
+        p[32] = 5 << 4  # data offset: 20 bytes of TCP header
+        return bytes(p)
+
+    fc = FlowClassifier()
+    assert fc.classify(tcp(40), 0.0)[1] == SMALL  # no payload
+    kinds = [fc.classify(tcp(1400 if i % 10 else 200), i * 0.0005)[1] for i in range(1, 400)]
+    assert set(kinds[5:]) == {BULK}  # its short segments queue behind its earlier ones
+
+
+def test_the_flow_table_is_bounded():
+    from braid.core.classify import FlowClassifier
+
+    fc = FlowClassifier(max_flows=64)
+    for port in range(1000):
+        fc.classify(_ipv4(17, 100, sport=port), port * 0.001)
+    assert len(fc) <= 64

@@ -7,14 +7,14 @@ import sys
 
 from braid import __version__
 
-from . import daemon, keys, lab, status
+from . import daemon, keys, lab, status, top
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="braid", description="Multipath bonding tunnel.")
     parser.add_argument("--version", action="version", version=f"braid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (keys, daemon, status, lab):
+    for module in (keys, daemon, status, top, lab):
         module.add_parsers(sub)
     return parser
 

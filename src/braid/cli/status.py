@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from typing import Any
 
 from braid.control.server import request
@@ -24,32 +25,46 @@ def _mbit(bps: float) -> str:
     return f"{bps / 1e6:.2f}"
 
 
-def render(reply: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
-    console = Console()
-    head = f"[bold]{reply['role']}[/] tun {reply['tun']} mtu {reply['mtu']} up {reply['uptime_s']} s"
+
+def _rates(t: dict[str, float]) -> str:
+    return "/".join(_mbit(t[k]) for k in ("current_bps", "avg_bps", "max_bps"))
+
+
+def lines(reply: dict[str, Any], width: int = 80) -> list[str]:
+    """The status as lines of at most `width` columns: a block per link."""
+    head = f"{reply['role']}  tun {reply['tun']}  mtu {reply['mtu']}  up {reply['uptime_s']} s"
     if "handshake" in reply:
-        head += f" handshake {reply['handshake']}"
-    console.print(head)
+        head += f"  handshake {reply['handshake']}"
+    out = [head]
     for peer in reply["peers"]:
-        table = Table(title=f"peer {peer['peer']}")
-        for col in ("link", "state", "rtt ms", "min rtt", "loss %", "capacity Mbit/s", "pacing",
-                    "queue ms", "share", "tx now/avg/max Mbit/s", "rx now/avg/max Mbit/s"):
-            table.add_column(col)
+        out.append(f"peer {peer['peer']}" + ("" if peer.get("established", True) else " (no session)"))
         for link in peer["links"]:
-            tx, rx = link["tx_throughput"], link["rx_throughput"]
             state = link["state"] + (" (warm-up)" if link.get("warming") else "")
-            table.add_row(
-                link["name"], state, str(link["rtt_ms"]), str(link["min_rtt_ms"]),
-                f"{link['loss'] * 100:.2f}", _mbit(link["capacity_bps"]), _mbit(link["pacing_bps"]),
-                str(link["queue_delay_ms"]), f"{link['share']:.2f}",
-                "/".join(_mbit(tx[k]) for k in ("current_bps", "avg_bps", "max_bps")),
-                "/".join(_mbit(rx[k]) for k in ("current_bps", "avg_bps", "max_bps")))
-        console.print(table)
-        console.print("counters: " + ", ".join(f"{k}={v}" for k, v in peer["counters"].items()))
-    console.print("daemon: " + ", ".join(f"{k}={v}" for k, v in reply["counters"].items()))
+            where = f"  from {link['local_address']}" if link.get("local_address") else ""
+            if link.get("addresses"):
+                where = "  at " + ", ".join(link["addresses"][:2])
+            out.append(f"  {link['name']}: {state} (rx {link.get('state_rx', '-')}, tx "
+                       f"{link.get('state_tx', '-')}){where}")
+            out.append(f"    rtt {_ms(link['rtt_ms'])} (min {_ms(link['min_rtt_ms'])})  loss "
+                       f"{link['loss'] * 100:.2f} %  queue {_ms(link['queue_delay_ms'])}  share "
+                       f"{link['share']:.2f}")
+            out.append(f"    capacity {_mbit(link['capacity_bps'])}  pacing {_mbit(link['pacing_bps'])} "
+                       f" Mbit/s")
+            out.append(f"    tx {_rates(link['tx_throughput'])}  rx {_rates(link['rx_throughput'])} "
+                       "Mbit/s (now/avg/max)")
+        out += textwrap.wrap("counters: " + ", ".join(f"{k}={v}" for k, v in peer["counters"].items()),
+                             width, subsequent_indent="  ")
+    out += textwrap.wrap("daemon: " + ", ".join(f"{k}={v}" for k, v in reply["counters"].items()),
+                         width, subsequent_indent="  ")
+    return [line[:width] for line in out]
+
+
+def render(reply: dict[str, Any]) -> None:
+    for line in lines(reply):
+        print(line)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -79,6 +79,14 @@ class ControlServer:
                 reply = {"ok": False, "error": f"internal error: {exc}"}
             slot.put(reply)
 
+    def ask(self, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """From another thread (the metrics server): the loop's reply to `request`."""
+        slot: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._requests.put((request, slot))
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"x")
+        return slot.get(timeout=timeout)
+
     def _serve(self) -> None:
         while not self._stopping:
             try:

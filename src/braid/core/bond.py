@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import wire
-from .classify import BULK, INTERACTIVE, classify
+from .classify import BULK, INTERACTIVE, FlowClassifier
 from .estimator import RESERVED_DATAGRAM_TIME
 from .link import (
     FEEDBACK_INTERVAL,
@@ -125,6 +125,7 @@ class Bond:
         self._spill_links: list[Link] = []
         self._bulk_links_at = -1.0
         self._now = now
+        self._classifier = FlowClassifier()
         self.reorder = ReorderBuffer()
         self._seen = SeqFilter()
         self.echoes: list[bytes] = []  # ECHO tokens received, for the session's address check
@@ -197,7 +198,7 @@ class Bond:
     def on_tun_packet(self, packet: bytes, now: float) -> None:
         self._now = now
         self.stats["tun_in"] += 1
-        flow, klass = classify(packet)
+        flow, klass = self._classifier.classify(packet, now)
         urgent = klass != BULK
         if klass == INTERACTIVE:
             self._interactive_until = now + INTERACTIVE_HOLD

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import noise, wire
+from .classify import link_scoped_v6
 from .cookie import CookieJar, MacChecker
 from .handshake import (
     PROLOGUE,
@@ -54,7 +55,7 @@ class ClientCore:
         self._silence_told = False  # the current silence of the gateway was logged
         self._answered: set[int] = set()  # the indices of the last answered round
         self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed", "bad_mac",
-                                       "cookies", "no_session", "handshakes"), 0)
+                                       "cookies", "no_session", "handshakes", "link_local_dropped"), 0)
         self.events: list[str] = []
 
     # ------------------------------------------------------------------ outputs
@@ -167,6 +168,9 @@ class ClientCore:
             self.counters["garbage"] += 1  # a client never answers initiations
 
     def on_tun_packet(self, packet: bytes, now: float) -> None:
+        if packet[0] >> 4 == 6 and link_scoped_v6(packet):
+            self.counters["link_local_dropped"] += 1
+            return
         if not self.peer.established:
             self.counters["no_session"] += 1
             return

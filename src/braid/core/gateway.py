@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import noise, wire
-from .classify import destination_address, source_address
+from .classify import destination_address, link_scoped_v6, source_address
 from .cookie import CookieChecker, RateLimiter, with_macs
 from .handshake import PROLOGUE, InitPayload, RespPayload
 from .link import LinkConfig
@@ -104,7 +104,8 @@ class GatewayCore:
         self.counters = dict.fromkeys(
             ("garbage", "unknown_index", "handshake_failed", "bad_mac", "cookie_replies",
              "rate_limited", "unknown_client", "stale_initiation",
-             "spoofed_source", "client_to_client", "no_route", "handshakes", "key_shared"), 0)
+             "spoofed_source", "client_to_client", "no_route", "handshakes", "key_shared",
+             "link_local_dropped"), 0)
 
     # ------------------------------------------------------------------ handshake
 
@@ -269,7 +270,10 @@ class GatewayCore:
         for packet in delivered:
             src = source_address(packet)
             if src is None or allowed.lookup(src) != peer.name:
-                self.counters["spoofed_source"] += 1
+                if packet and packet[0] >> 4 == 6 and link_scoped_v6(packet):
+                    self.counters["link_local_dropped"] += 1  # not an attack: its kernel's own
+                else:
+                    self.counters["spoofed_source"] += 1
             elif isolate and self._to_other_client(packet, peer.name):
                 self.counters["client_to_client"] += 1
             else:
@@ -282,6 +286,9 @@ class GatewayCore:
         return owner is not None and owner != name
 
     def on_tun_packet(self, packet: bytes, now: float) -> None:
+        if packet and packet[0] >> 4 == 6 and link_scoped_v6(packet):
+            self.counters["link_local_dropped"] += 1
+            return
         dst = destination_address(packet)
         name = self._routes.lookup(dst) if dst is not None else None
         peer = self.peers.get(name) if name is not None else None

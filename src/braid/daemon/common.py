@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,7 @@ def bring_up_tun(name: str, mtu: int, addresses: tuple[Interface, ...]) -> tuple
     return tun, setup
 
 
+RECENT_EVENTS = 20  # event lines kept for `braid status` and `braid top`
 SEND_ERROR_LOG = 10.0  # seconds between two logs of one link's send errors of one kind
 TUN_CHUNK = 8  # packets read from the TUN before the datagrams they made are sent
 TUN_CHUNKS = 8  # chunks per wake-up (then timers and the other sockets get their turn)
@@ -134,6 +136,7 @@ class DaemonBase:
         self.book = StatusBook()
         self.send_errors = 0
         self._send_errors_seen: dict[tuple[str, int], tuple[float, int]] = {}
+        self.recent_events: deque[tuple[float, str]] = deque(maxlen=RECENT_EVENTS)
         self.tun_write_errors = 0
         self._closers: list[Callable[[], None]] = []
 
@@ -165,12 +168,16 @@ class DaemonBase:
         for peer in peers:
             for event in peer.bond.events:
                 prefix = f"{peer.name}: " if name_peers else ""
-                log.info("%slink %s %s %s: %s", prefix, event.link, event.direction,
-                         event.health.value, event.cause)
+                self._event(f"{prefix}link {event.link} {event.direction} {event.health.value}: "
+                            f"{event.cause}")
             peer.bond.events.clear()
         for line in events:
-            log.info("%s", line)
+            self._event(line)
         events.clear()
+
+    def _event(self, line: str) -> None:
+        log.info("%s", line)
+        self.recent_events.append((round(time.time(), 1), line))
 
     def status_reply(self, tun: Tun, mtu: int, counters: dict[str, int], peers: list[Peer],
                      **extra: Any) -> dict[str, Any]:
@@ -178,7 +185,8 @@ class DaemonBase:
                         internal_errors=self.loop.faults.count)
         return {"ok": True, "role": self.role, "tun": tun.name, "mtu": mtu, **extra,
                 "uptime_s": round(time.monotonic() - self.book.started, 1),
-                "counters": counters, "peers": self.book.peers(peers)}
+                "counters": counters, "peers": self.book.peers(peers),
+                "events": [{"t": t, "event": e} for t, e in self.recent_events]}
 
     def close(self) -> None:
         while self._closers:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from braid.config import GatewayConfig
+from braid.control.prometheus import MetricsServer
 from braid.control.server import ControlServer
 from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
 from braid.core.wire import tun_mtu, whole_mtu
@@ -62,6 +63,10 @@ class GatewayDaemon(DaemonBase):
             self.control = ControlServer(cfg.control, self._on_control)
             self.opened(self.control.close)
             self.loop.add(self.control.fileno(), lambda now: self.control.serve_one())
+            if cfg.metrics is not None:
+                self.metrics = MetricsServer(*cfg.metrics, lambda: self.control.ask({"cmd": "status"}))
+                self.opened(self.metrics.close)
+                log.info("metrics on http://%s:%d/metrics", *self.metrics.address)
         except Exception:
             self.close()
             raise

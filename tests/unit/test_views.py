@@ -1,0 +1,49 @@
+"""`braid status` and `braid top` fit 80 columns; the sparkline scales to its history."""
+
+from braid.cli.status import lines as status_lines
+from braid.cli.top import SPARK_WIDTH, View, sparkline
+
+RATES = {"current_bps": 18.2e6, "avg_bps": 17e6, "max_bps": 19.5e6}
+
+
+def _reply(role="client", links=("fibre-long-name", "lte")):
+    return {
+        "ok": True, "role": role, "tun": "braid-cl0", "mtu": 8586, "uptime_s": 1234.5,
+        "handshake": "established",
+        "counters": {f"counter_number_{i}": i * 1000 for i in range(12)},
+        "events": [{"t": 1.7e9, "event": "link lte tx suspect: the peer does not hear it " * 3}],
+        "peers": [{
+            "peer": "gateway", "established": True,
+            "counters": {"resent": 12, "queue_drops": 3, "forged": 0, **{f"c{i}": i for i in range(20)}},
+            "links": [{"name": n, "id": i, "state": "up", "state_rx": "up", "state_tx": "suspect",
+                       "rtt_ms": 123.45, "min_rtt_ms": 99.9, "loss": 0.0123, "capacity_bps": 123.4e6,
+                       "pacing_bps": 120e6, "queue_delay_ms": 12.3, "share": 0.66, "warming": False,
+                       "local_address": "100.64.1.2", "addresses": [], "tx_throughput": RATES,
+                       "rx_throughput": RATES} for i, n in enumerate(links)],
+        }],
+    }
+
+
+def test_status_fits_80_columns():
+    out = status_lines(_reply())
+    assert all(len(line) <= 80 for line in out)
+    assert any("fibre-long-name: up (rx up, tx suspect)" in line for line in out)
+
+
+def test_top_fits_80_columns_and_shows_each_link():
+    view = View()
+    reply = _reply()
+    for _ in range(70):
+        view.update(reply)
+    out = [text for text, _ in view.lines(reply, 80)]
+    assert all(len(line) <= 80 for line in out), [len(x) for x in out]
+    assert sum(1 for line in out if line.startswith((" fibre-lon", " lte "))) == 2
+    assert any("events" in line for line in out)
+
+
+def test_sparkline_scales_to_its_maximum_and_is_blank_without_history():
+    assert sparkline([]) == " " * SPARK_WIDTH
+    line = sparkline([0.0] * 30 + [10e6] * 30)
+    assert len(line) == SPARK_WIDTH and line[0] == "▁" and line[-1] == "█"
+    assert sparkline([5e6])[-1] == "█" and sparkline([5e6])[0] == " "
+    assert sparkline([20e3] * 60) == "▁" * SPARK_WIDTH  # probes only: flat at the bottom
