@@ -238,3 +238,8 @@ def test_a_receiver_report_cannot_claim_more_than_was_sent():
         t_us += 20_000
         link.on_feedback(k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)
     assert link.capacity() <= 10.5e6
+
+
+def test_a_link_reads_well_in_a_failing_assert():
+    text = repr(_up_link())
+    assert text.startswith("Link('a' id=0 rx=up tx=up capacity=") and "srtt=-" in text

@@ -105,6 +105,12 @@ class Link:
         self.pace_rate = INITIAL_RATE * STARTUP_GAIN
         self.path_delay = 0.05
 
+    def __repr__(self) -> str:
+        srtt = "-" if self.srtt is None else f"{self.srtt * 1000:.1f}ms"
+        return (f"Link({self.name!r} id={self.id} rx={self.health.value} tx={self.tx_health.value} "
+                f"capacity={self.capacity() / 1e6:.2f}M pace={self.pace_rate / 1e6:.2f}M srtt={srtt} "
+                f"queued={self.queued_bytes}B startup={self.startup})")
+
     # ------------------------------------------------------------ health
 
     def _fire(self, event: HealthEvent) -> bool:
