@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -268,6 +269,31 @@ def test_braid_top_in_a_terminal_80_columns_wide(tunnel):
         assert not alive, "q did not quit braid top"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_a_gateway_reload_adds_a_client_and_loses_no_ping(tunnel):
+    cfg = tunnel.dir / "gateway.toml"
+    text = cfg.read_text()
+    _, other = _key()
+    ping = tunnel.ns.popen("site", ["ping", "-n", "-q", "-i", "0.05", "-c", "80", "10.77.0.1"],
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    try:
+        cfg.write_text(text + f'[[client]]\nname = "site-b"\npublic_key = "{other}"\n'
+                       'address = "10.77.0.40/32"\n')
+        reload = [*BRAID, "reload", "-s", str(tunnel.dir / "gw.sock")]
+        out = tunnel.ns.run("gw", reload)
+        assert "client site-b added" in out.stdout
+        cfg.write_text(text + "[[client]]\nname = \"broken\"\n")  # no key: refused, old one kept
+        bad = tunnel.ns.run("gw", reload, check=False)
+        assert bad.returncode == 2 and "missing key 'public_key'" in bad.stderr
+    finally:
+        cfg.write_text(text)
+    tunnel.ns.run("gw", [*BRAID, "reload", "-s", str(tunnel.dir / "gw.sock")])
+    summary, _ = ping.communicate(timeout=30)
+    loss = re.search(r"(\d+(?:\.\d+)?)% packet loss", summary)
+    print(f"pings through two gateway reloads and a refused one: {loss.group(0) if loss else summary}")
+    assert loss is not None and float(loss.group(1)) == 0.0
 
 
 def test_a_gateway_restart_costs_seconds(tunnel):

@@ -163,3 +163,62 @@ def test_two_clients_with_one_key_are_logged_at_the_gateway():
     print(lines)
     assert len(lines) == 1 and "site" in lines[0] and "192.0.2." in lines[0]
     assert net.gateway.counters["key_shared"] == 1
+
+
+def test_a_gateway_reload_adds_and_removes_clients_without_touching_the_others():
+    import dataclasses
+    import ipaddress
+    import os
+
+    from braid.core.gateway import ClientEntry
+    from braid.core.noise import public_key
+
+    net = _two_links()
+    ping = Pinger(net)
+    ping.run(2.0)
+    gw = net.gateway
+    site = gw.params.clients[0]
+    peer = gw.peers["site"]
+    other = ClientEntry("b", public_key(os.urandom(32)), (ipaddress.ip_network("10.77.0.9/32"),))
+    changes = gw.set_clients((site, other))
+    assert changes == ["client b added"]
+    mark = net.now
+    ping.run(mark + 2.0)
+    assert gw.peers["site"] is peer  # the same session: nothing re-handshaked
+    assert ping.longest_gap(mark, net.now) == 0.0
+    moved = dataclasses.replace(site, networks=(*site.networks, ipaddress.ip_network("192.168.7.0/24")))
+    assert gw.set_clients((moved,)) == ["client site: addresses now 10.77.0.2/32, fd77::2/128, "
+                                        "192.168.7.0/24", "client b removed"]
+    assert gw.set_clients(()) == ["client site removed"]
+    assert "site" not in gw.peers and gw.keypair_count() == 0
+
+
+def test_a_misconfigured_client_and_gateway_say_why_nothing_works():
+    """A wrong gateway key: the gateway names the refused source, the client says nobody
+    answers; each once, not once per datagram."""
+    import ipaddress
+    import os
+
+    from braid.core.client import ClientCore, ClientParams
+    from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
+    from braid.core.link import LinkConfig
+    from braid.core.noise import public_key
+
+    gw_key, cl_key = os.urandom(32), os.urandom(32)
+    gw = GatewayCore(GatewayParams(gw_key, (ClientEntry("site", public_key(os.urandom(32)),
+                                                        (ipaddress.ip_network("10.77.0.2/32"),)),)),
+                     0.0, random=os.urandom)
+    client = ClientCore(ClientParams(cl_key, public_key(gw_key), (LinkConfig("a", 0),)), 0.0,
+                        random=os.urandom, wall_offset=1.7e9)  # a key the gateway does not know
+    t = 0.0
+    while t < 8.0:
+        client.on_timer(t)
+        for dg in client.datagrams:
+            gw.on_datagram(("198.51.100.7", 40211), dg.data, t)
+        client.datagrams.clear()
+        t = max(t + 0.01, client.next_deadline())
+    refused = [e for e in gw.events if "refused: unknown key" in e]
+    told = [e for e in client.events if "no answer to handshakes" in e]
+    print(refused, told)
+    assert len(refused) == 1 and "198.51.100.7:40211" in refused[0]
+    assert len(told) == 1

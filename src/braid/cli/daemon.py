@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"braid {args.role}: cannot start: {exc}", file=sys.stderr)
         return 1
+    daemon.config_path = args.config
     try:
         daemon.run()
     finally:

@@ -19,6 +19,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-s", "--socket", help="control socket (default: the client's, else the gateway's)")
     p.add_argument("--json", action="store_true", help="print the raw JSON reply")
     p.set_defaults(func=status)
+    p = sub.add_parser("reload", help="make a running daemon re-read its config (as SIGHUP does)",
+                       description="The gateway applies added, removed and changed clients without "
+                       "touching the others; the client checks its file and names what needs a "
+                       "restart. An invalid file leaves the running config and says why.")
+    p.add_argument("-s", "--socket", help="control socket (default: the client's, else the gateway's)")
+    p.set_defaults(func=reload)
 
 
 def _mbit(bps: float) -> str:
@@ -84,4 +90,24 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
     else:
         render(reply)
+    return 0
+
+
+def reload(args: argparse.Namespace) -> int:
+    paths = [args.socket] if args.socket else [p for p in DEFAULT_SOCKETS if os.path.exists(p)]
+    if not paths:
+        print("braid reload: no control socket found (is a daemon running? use --socket)", file=sys.stderr)
+        return 1
+    try:
+        reply = request(paths[0], {"cmd": "reload"}, timeout=10.0)
+    except (OSError, ValueError) as exc:
+        print(f"braid reload: {paths[0]}: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"braid reload: {reply.get('error')}", file=sys.stderr)
+        return 2
+    for line in reply.get("changes", []):
+        print(line)
+    if reply.get("needs_restart"):
+        print("needs a restart: " + ", ".join(reply["needs_restart"]))
     return 0

@@ -22,6 +22,7 @@ from .link import LinkConfig
 from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer
 
 Random = Callable[[int], bytes]
+UNANSWERED_TELL = 5.0  # seconds of unanswered handshakes before the client says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class ClientCore:
         self._last_wall_us = 0
         self._silence_told = False  # the current silence of the gateway was logged
         self._answered: set[int] = set()  # the indices of the last answered round
+        self._unanswered_since: float | None = None
+        self._next_tell = 0.0
         self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed", "bad_mac",
                                        "cookies", "no_session", "handshakes", "link_local_dropped"), 0)
         self.events: list[str] = []
@@ -176,7 +179,22 @@ class ClientCore:
             return
         self.peer.bond.on_tun_packet(packet, now)
 
+    def _tell_unanswered(self, now: float) -> None:
+        """Handshakes sent for a while and none answered: say so (wrong key, host or port,
+        or the gateway down), once per UNANSWERED_TELL."""
+        if self.peer.current is not None or not self._pending:
+            self._unanswered_since = None
+            return
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        elif now - self._unanswered_since >= UNANSWERED_TELL and now >= self._next_tell:
+            self._next_tell = now + 6 * UNANSWERED_TELL
+            silent = now - self._unanswered_since
+            self.events.append(f"no answer to handshakes on any link for {silent:.0f} s "
+                               "(is the gateway up, and its key, host and port right?)")
+
     def on_timer(self, now: float) -> None:
+        self._tell_unanswered(now)
         if self._needs_handshake(now) and now >= self._next_attempt:
             silent = now - self.peer.last_authenticated
             if self.peer.current is not None and silent >= SESSION_SILENCE and not self._silence_told:

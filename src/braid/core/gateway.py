@@ -4,6 +4,7 @@ TUN's packets to the client owning the destination and checks each client's sour
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 from collections.abc import Callable
@@ -46,6 +47,7 @@ class GatewayParams:
 
 
 TWIN_LOG_INTERVAL = 60.0  # seconds between two logs of one client's key used twice
+TELL_INTERVAL = 10.0  # seconds between two event lines of one kind of refused handshake
 
 
 def _show(addr: Address) -> str:
@@ -83,14 +85,13 @@ class GatewayCore:
         self.params = params
         self._random = random
         self.instance = struct.unpack("!I", random(4))[0]
-        self._by_key = {c.public_key: c for c in params.clients}
-        self._routes = _Routes(params.clients)
-        self._allowed = {c.name: _Routes((c,)) for c in params.clients}
+        self._set_tables(params.clients)
         self.peers: dict[str, Peer] = {}
         self._index: dict[int, tuple[Peer, Keypair]] = {}
         self._last_wall: dict[str, int] = {}
         self._instances: dict[str, tuple[int | None, int | None]] = {}  # name -> (current, before)
         self._twin_logged: dict[str, float] = {}
+        self._told: dict[str, tuple[float, int]] = {}  # event kind -> (last told, not told since)
         # per client, the last response: (when, its initiation's wall_us, links it went on, bytes)
         self._answered: dict[str, tuple[float, int, set[int], bytes]] = {}
         self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
@@ -108,6 +109,35 @@ class GatewayCore:
              "link_local_dropped"), 0)
 
     # ------------------------------------------------------------------ handshake
+
+    def _set_tables(self, clients: tuple[ClientEntry, ...]) -> None:
+        self._by_key = {c.public_key: c for c in clients}
+        self._routes = _Routes(clients)
+        self._allowed = {c.name: _Routes((c,)) for c in clients}
+
+    def set_clients(self, clients: tuple[ClientEntry, ...]) -> list[str]:
+        """A reload: the clients are now these. A client removed, or whose key changed, loses
+        its session at once (its keys are unindexed); every other client's session, links and
+        traffic go on untouched, with its new prefixes. Returns what changed, one line each."""
+        old = {c.name: c for c in self.params.clients}
+        new = {c.name: c for c in clients}
+        changes = []
+        for name, entry in old.items():
+            if name not in new or new[name].public_key != entry.public_key:
+                peer = self.peers.pop(name, None)
+                if peer is not None:
+                    for kp in peer.keypairs():
+                        self._index.pop(kp.local_index, None)
+                for table in (self._last_wall, self._instances, self._answered, self._twin_logged):
+                    table.pop(name, None)
+                changes.append(f"client {name} {'removed' if name not in new else 'has a new key'}")
+            elif new[name].networks != entry.networks:
+                changes.append(f"client {name}: addresses now {', '.join(map(str, new[name].networks))}")
+        changes += [f"client {name} added" for name in new if name not in old]
+        self.params = dataclasses.replace(self.params, clients=clients)
+        self._set_tables(clients)
+        self._per_client = RateLimiter(CLIENT_RATE, CLIENT_BURST, max_keys=len(clients) + 1)
+        return changes
 
     def _new_index(self) -> int:
         while True:
@@ -151,12 +181,14 @@ class GatewayCore:
             read = noise.responder_read(self.params.private_key, msg.ephemeral, msg.static_sealed,
                                         msg.payload_sealed, PROLOGUE)
             payload = InitPayload.decode(read.payload)
-        except (noise.HandshakeError, wire.WireError):
+        except (noise.HandshakeError, wire.WireError) as exc:
             self.counters["handshake_failed"] += 1
+            self._tell("failed", f"handshake from {_show(addr)} failed: {exc}", now)
             return
         client = self._by_key.get(read.remote_static)
         if client is None:
             self.counters["unknown_client"] += 1
+            self._tell("unknown", f"handshake from {_show(addr)} refused: unknown key", now)
             return
         if not self._per_client.allow(client.name, now):
             self.counters["rate_limited"] += 1
@@ -199,6 +231,16 @@ class GatewayCore:
             return
         answered[2].add(payload.link_id)
         self.datagrams.append(Datagram(payload.link_id, addr, answered[3]))
+
+    def _tell(self, kind: str, line: str, now: float) -> None:
+        """An event line at most once per TELL_INTERVAL per kind, with how many were not told
+        (a flood must not become a flood of log lines)."""
+        last, untold = self._told.get(kind, (-1e9, 0))
+        if now - last < TELL_INTERVAL:
+            self._told[kind] = (last, untold + 1)
+            return
+        self._told[kind] = (now, 0)
+        self.events.append(line + (f" ({untold} more like it since the last)" if untold else ""))
 
     def _note_instance(self, client: ClientEntry, instance: int, addr: Address, now: float) -> None:
         """A client's instance going back to the one before: two processes share its key (a

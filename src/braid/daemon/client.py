@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from braid.config import ClientConfig
+from braid.config import ClientConfig, ConfigError, load_client
 from braid.control.prometheus import MetricsServer
 from braid.control.server import ControlServer
 from braid.core.client import ClientCore, ClientParams
@@ -184,13 +185,37 @@ class ClientDaemon(DaemonBase):
             out.clear()
 
     def _flush(self, now: float) -> None:
+        if self.loop.reload_requested:
+            self.loop.reload_requested = False
+            self.reload()
         self._send()
         self.write_delivered(self.tun, self.core.delivered)
         self.log_events([self.core.peer], self.core.events, name_peers=False)
         self.book.maybe_sample(now, [self.core.peer])
         self._check_host(now)
 
+    def reload(self) -> dict[str, Any]:
+        """SIGHUP or `braid reload`: the new config is checked and what changed is named; the
+        client applies it at its next start (links are not yet added or removed live)."""
+        if self.config_path is None:
+            return {"ok": False, "error": "no config file to re-read"}
+        try:
+            new = load_client(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            return {"ok": False, "error": str(exc)}
+        changed = [f.name for f in dataclasses.fields(new)
+                   if getattr(new, f.name) != getattr(self.cfg, f.name)]
+        if changed:
+            log.warning("reload: %s changed; the client applies that at a restart (the running "
+                        "config stays)", ", ".join(changed))
+        else:
+            log.info("reload: %s unchanged", self.config_path)
+        return {"ok": True, "changes": [], "needs_restart": changed}
+
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("cmd") == "reload":
+            return self.reload()
         if request.get("cmd") != "status":
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}"}
         counters = dict(self.core.counters, link_unbound=self.uplinks.unbound_drops,

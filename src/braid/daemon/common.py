@@ -135,6 +135,7 @@ class DaemonBase:
         self.loop = EventLoop()
         self.book = StatusBook()
         self.send_errors = 0
+        self.config_path: str | None = None  # re-read on SIGHUP or `braid reload`
         self._send_errors_seen: dict[tuple[str, int], tuple[float, int]] = {}
         self.recent_events: deque[tuple[float, str]] = deque(maxlen=RECENT_EVENTS)
         self.tun_write_errors = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -9,12 +10,13 @@ import socket
 import time
 from typing import Any
 
-from braid.config import GatewayConfig
+from braid.config import ConfigError, GatewayConfig, load_gateway
 from braid.control.prometheus import MetricsServer
 from braid.control.server import ControlServer
 from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
 from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup, default_route_interface
+from braid.io.netlink import NetlinkError
 from braid.io.udp import Listener
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
@@ -50,13 +52,12 @@ class GatewayDaemon(DaemonBase):
             self.core = GatewayCore(params, time.monotonic(), random=os.urandom)
             self.loop.add(self.sock.fileno(), self._on_socket)
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
+            self.netsetup = netsetup
             self.opened(self.tun.close)
             self.opened(netsetup.teardown)
             clamp_forwarded_mss(netsetup, whole_mtu(cfg.mtu, outer_v6), cfg.fragments)
-            for c in cfg.clients:  # routes for client prefixes outside the gateway's own subnets
-                for net in c.addresses:
-                    if not any(_within(net, a.network) for a in cfg.addresses):
-                        netsetup.add_route(net)
+            for net in self._routed(cfg):
+                netsetup.add_route(net)
             self.opened(self.host.teardown)
             self._set_up_nat()
             self.loop.add(self.tun.fd, self._on_tun)
@@ -70,6 +71,53 @@ class GatewayDaemon(DaemonBase):
         except Exception:
             self.close()
             raise
+
+    @staticmethod
+    def _routed(cfg: GatewayConfig) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Client prefixes outside the gateway's own subnets: routed to the TUN."""
+        return [net for c in cfg.clients for net in c.addresses
+                if not any(_within(net, a.network) for a in cfg.addresses)]
+
+    def reload(self) -> dict[str, Any]:
+        """SIGHUP or `braid reload`: re-read the config and apply the clients (added, removed,
+        new keys or prefixes) without touching the other clients' sessions. A config that does
+        not load leaves the running one as it is, and says why in one line."""
+        if self.config_path is None:
+            return {"ok": False, "error": "no config file to re-read"}
+        try:
+            new = load_gateway(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            return {"ok": False, "error": str(exc)}
+        fixed = [k for k in ("private_key", "listen", "addresses", "tun", "control", "mtu", "scheduler",
+                             "queue_ms", "fragments", "warmup", "nat", "egress", "forwarding",
+                             "metrics", "client_to_client") if getattr(new, k) != getattr(self.cfg, k)]
+        if fixed:
+            log.warning("reload: %s changed; that needs a restart (the running value stays)",
+                        ", ".join(fixed))
+        old_routes, new_routes = self._routed(self.cfg), self._routed(new)
+        try:
+            for net in new_routes:
+                if net not in old_routes:
+                    self.netsetup.add_route(net)
+            for net in old_routes:
+                if net not in new_routes:
+                    self.netsetup.remove_route(net)
+        except NetlinkError as exc:
+            log.error("reload: routes: %s", exc)
+        clients = tuple(ClientEntry(c.name, c.public_key, c.addresses) for c in new.clients)
+        changes = self.core.set_clients(clients)
+        prefixes_changed = [c.addresses for c in new.clients] != [c.addresses for c in self.cfg.clients]
+        self.cfg = dataclasses.replace(self.cfg, clients=new.clients)
+        if self.cfg.nat and prefixes_changed:
+            try:
+                self._set_up_nat()
+            except NetlinkError as exc:
+                log.error("reload: nat: %s", exc)
+        for line in changes:
+            self._event(f"reload: {line}")
+        log.info("reloaded %s: %d change(s)", self.config_path, len(changes))
+        return {"ok": True, "changes": changes, "needs_restart": fixed}
 
     def _set_up_nat(self) -> None:
         """Forwarding while running, and masquerade of the clients' prefixes (IPv6 ones only
@@ -114,6 +162,9 @@ class GatewayDaemon(DaemonBase):
                 self.send_error("to clients", exc)
 
     def _flush(self, now: float) -> None:
+        if self.loop.reload_requested:
+            self.loop.reload_requested = False
+            self.reload()
         self._send()
         peers = list(self.core.peers.values())
         self.write_delivered(self.tun, self.core.delivered)
@@ -121,6 +172,8 @@ class GatewayDaemon(DaemonBase):
         self.book.maybe_sample(now, peers)
 
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("cmd") == "reload":
+            return self.reload()
         if request.get("cmd") != "status":
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}"}
         return self.status_reply(self.tun, self.mtu, self.core.counters, list(self.core.peers.values()),

@@ -42,6 +42,7 @@ class EventLoop:
         self.epoll = select.epoll()
         self._handlers: dict[int, Callable[[float], None]] = {}
         self.stopping = False
+        self.reload_requested = False  # SIGHUP: the daemon re-reads its config
         self.faults = Faults()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -61,6 +62,10 @@ class EventLoop:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, signum: int, frame: object) -> None:
+        self.reload_requested = True
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True

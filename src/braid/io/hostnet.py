@@ -252,7 +252,12 @@ class HostSetup:
     # --------------------------------------------------------------- gateway NAT
 
     def masquerade(self, sources: list[Network], egress: str) -> None:
+        """(Re)write the NAT table: a reload calls it again with the new prefixes."""
         table = nft_name("braid_nat", self.tun)
+        undo = ("nft", "delete", "table", "inet", table)
+        if undo in self._undo:
+            self._undo.remove(undo)
+            _run(undo)
         rules = []
         for version, keyword in ((4, "ip"), (6, "ip6")):
             nets = [str(n) for n in sources if n.version == version]

@@ -56,6 +56,12 @@ class InterfaceSetup:
         ip("route", "replace", str(net), "dev", self.device)
         self._undo.append(("ip", "route", "del", str(net), "dev", self.device))
 
+    def remove_route(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        undo = ("ip", "route", "del", str(net), "dev", self.device)
+        if undo in self._undo:
+            self._undo.remove(undo)
+            _run(undo)
+
     def clamp_mss(self, whole_mtu: int) -> None:
         """Forwarded TCP through the TUN (either way) is told an MSS whose segments fit one
         datagram (`whole_mtu` bytes of inner packet): the TUN MTU is larger, for the hosts'
