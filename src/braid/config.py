@@ -38,6 +38,7 @@ class LinkSpec:
     bind: str  # interface name or local address
     sockets: int
     mtu: int | None
+    role: str = "primary"
 
 
 @dataclass(frozen=True)
@@ -327,8 +328,11 @@ def load_client(path: str | Path) -> ClientConfig:
         mtu = lr.get("mtu", int, None)
         if mtu is not None and not 1280 <= mtu <= 65535:
             raise lr.error("mtu", "must be between 1280 and 65535")
+        role = lr.get("role", str, "primary")
+        if role not in ("primary", "backup"):
+            raise lr.error("role", f"must be \"primary\" or \"backup\", got {role!r}")
         lr.finish()
-        links.append(LinkSpec(name, bind, sockets, mtu))
+        links.append(LinkSpec(name, bind, sockets, mtu, role))
     if len(links) > 32:
         raise top.error("link", "at most 32 links")
     common = _common(c, "client")

@@ -29,7 +29,7 @@ def test_sizes_in_the_layouts_match_the_structs():
     assert wire.TRANSPORT_HEADER_LEN == 12 and "the 12-byte header" in DOC
     assert wire.COOKIE_REPLY_LEN == 61 and "COOKIE_REPLY (61 bytes" in DOC
     assert wire.MACS_LEN == 2 * cookie.MAC_LEN == 32 and "mac1 (16) | mac2 (16)" in DOC
-    assert wire.HEARD.size == 9 and "HEARD 0x07 | known (4), up (4)" in DOC
+    assert wire.HEARD.size == 13 and "HEARD 0x07 | known (4), up (4), standby (4)" in DOC
     assert wire.TOKEN.size == 1 + sources.TOKEN_LEN and "token (8)" in DOC
 
 

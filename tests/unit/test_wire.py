@@ -31,9 +31,9 @@ def test_pad_frame_golden_bytes():
 
 
 def test_heard_frame_golden_bytes():
-    plain = wire.encode_plaintext(0x11223344, [wire.Heard(0b111, 0b101)])
-    assert plain == bytes.fromhex("11223344" "07" "00000007" "00000005")
-    assert wire.decode_plaintext(plain)[1] == [wire.Heard(7, 5)]
+    plain = wire.encode_plaintext(0x11223344, [wire.Heard(0b111, 0b101, 0b010)])
+    assert plain == bytes.fromhex("11223344" "07" "00000007" "00000005" "00000002")
+    assert wire.decode_plaintext(plain)[1] == [wire.Heard(7, 5, 2)]
 
 
 def test_overhead_and_tun_mtu_formula():
@@ -70,7 +70,7 @@ frames = st.one_of(
     st.builds(wire.Feedback, st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
               st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
               st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**48 - 1)),
-    st.builds(wire.Heard, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    st.builds(wire.Heard, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
     st.builds(wire.Nack, st.integers(0, 255),
               st.lists(st.integers(0, 2**48 - 1), min_size=0, max_size=wire.NACK_MAX).map(tuple)),
 )

@@ -97,7 +97,8 @@ class View:
                 tx_total += link["tx_throughput"]["current_bps"]
                 rx_total += link["rx_throughput"]["current_bps"]
                 rtt = "-" if link["rtt_ms"] is None else f"{link['rtt_ms']:.0f}"
-                role = link.get("role", "primary") + ("*" if link.get("warming") else "")
+                role = ("standby" if link.get("standby") else link.get("role", "primary")) + (
+                    "*" if link.get("warming") else "")
                 text = (f" {link['name'][:9]:<9} {rx_s + '/' + tx_s:<8} {role[:8]:<8} {_mbit(now)}  "
                         f"{sparkline(list(self.history.get(key, ())))} {_mbit(link['capacity_bps'])} "
                         f"{rtt:>5} {link['loss'] * 100:4.1f} {link['share']:4.2f}")

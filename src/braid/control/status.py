@@ -37,6 +37,8 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
             "state": link.state.value,
             "state_rx": link.health.value,
             "state_tx": link.tx_health.value,
+            "role": link.role,
+            "standby": link.standby,
             "rtt_ms": _ms(link.srtt),
             "rttvar_ms": _ms(link.rttvar if link.srtt is not None else None),
             "min_rtt_ms": _ms(link.min_rtt.get(link.srtt) if link.srtt is not None else None),

@@ -25,10 +25,11 @@ from . import wire
 from .classify import BULK, INTERACTIVE, FlowClassifier
 from .estimator import RESERVED_DATAGRAM_TIME
 from .link import (
+    BACKUP,
     FEEDBACK_INTERVAL,
     HEARD_INTERVAL,
+    IDLE_AFTER,
     PROBE_INTERVAL,
-    SUSPECT_PROBE_INTERVAL,
     Health,
     Link,
     LinkConfig,
@@ -96,8 +97,13 @@ class _Partial:
 class Bond:
     def __init__(self, links: list[LinkConfig], now: float, transmit: Transmit, *,
                  scheduler: str = "earliest-arrival", queue_limit: float = DEFAULT_QUEUE_LIMIT,
-                 outer_ipv6: bool = False, warmup: bool = True) -> None:
+                 outer_ipv6: bool = False, warmup: bool = True, decides_standby: bool = True) -> None:
+        """`decides_standby`: this end (the client) puts backup links on standby from their
+        roles; the other end (the gateway) follows what its peer's HEARD reports say."""
         self.links = [Link(c, now) for c in links]
+        self._decides_standby = decides_standby
+        self._last_data = now  # data sent or received on any link, last
+        self._was_idle = False
         self._by_id = {link.id: link for link in self.links}
         self.transmit = transmit
         self.scheduler = make_scheduler(scheduler)
@@ -165,13 +171,15 @@ class Bond:
         """Which links this end hears, sent on `link` (on every link in turn, so that it
         reaches the peer over whichever still works)."""
         link.last_heard_report_tx = now
-        known = up = 0
+        known = up = standby = 0
         for lk in self.links:
             if lk.ever_up:
                 known |= 1 << lk.id
             if lk.health is Health.UP:
                 up |= 1 << lk.id
-        return wire.encode_frame(wire.Heard(known, up))
+            if lk.standby:
+                standby |= 1 << lk.id
+        return wire.encode_frame(wire.Heard(known, up, standby))
 
     def _feedback(self, link: Link, now: float) -> wire.Feedback:
         hold = int((now - link.rx_last_arrival) * 1e6)
@@ -188,6 +196,8 @@ class Bond:
     def _send(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
         counter = self.transmit(link.id, plaintext)
         link.on_sent(self.wire_size(len(plaintext)), now, data)
+        if data:
+            self._last_data = now
         return counter
 
     def _send_control(self, link: Link, frames: bytes, now: float) -> None:
@@ -379,6 +389,7 @@ class Bond:
     def _failover(self, link: Link, now: float) -> None:
         """A link went quiet: move its queue to the others and resend what it carried
         that the peer has not acknowledged."""
+        self._update_modes(now)  # a backup takes over before anything is moved
         queued = [(f, fs, s, p, r) for _, f, fs, s, p, r in self._queues[link.id]]
         self._queues[link.id].clear()
         link.queued_bytes = 0
@@ -419,6 +430,8 @@ class Bond:
         now_us = int((now if arrival is None else arrival) * 1e6)
         # only data and probes are answered with feedback: feedback never answers feedback
         wants = any(isinstance(f, wire.Data | wire.Probe | wire.Pad) for f in frames)
+        if frames and isinstance(frames[-1], wire.Data | wire.Pad):
+            self._last_data = now  # data or padding arrived: the tunnel is busy
         self._nacked_in_datagram = 0
         link.on_rx(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
@@ -447,6 +460,8 @@ class Bond:
         self._report_ts, self._report_at = ts, now
         for link in self.links:
             bit = 1 << link.id
+            if not self._decides_standby:
+                link.peer_standby = bool(report.standby & bit)
             if not report.known & bit or link.id >= 32:
                 continue
             changed = link.on_peer_report(now, bool(report.up & bit))
@@ -456,6 +471,8 @@ class Bond:
             self.events.append(LinkEvent(link.name, changed, "tx", cause))
             if changed is Health.SUSPECT and link.health is Health.UP:
                 self._failover(link, now)
+        if not self._decides_standby:
+            self._update_modes(now)
 
     def _cover(self, link: Link, head: int) -> None:
         if not link.head_known or seq_diff(head, link.head_cover) > 0:
@@ -611,6 +628,8 @@ class Bond:
 
     def on_timer(self, now: float) -> None:
         self._now = now
+        self._update_modes(now)
+        idle = self._was_idle
         self._reserve(now)
         if self._partial:
             self._expire_partial(now)
@@ -623,7 +642,7 @@ class Bond:
                 self.events.append(LinkEvent(link.name, changed, "rx", cause))
                 if changed is Health.SUSPECT and link.tx_health is Health.UP:
                     self._failover(link, now)
-            self._keepalive(link, now)
+            self._keepalive(link, now, idle)
         self._release(now)
 
     def _head(self, link: Link) -> int:
@@ -631,24 +650,71 @@ class Bond:
         queue = self._queues[link.id]
         return queue[0][3] if queue else self.next_seq
 
-    def _keepalive(self, link: Link, now: float) -> None:
-        interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
-        if now >= link.last_tx + interval:
+    def _keepalive(self, link: Link, now: float, idle: bool) -> None:
+        """A probe when the link sent nothing for its probe interval. While the tunnel is
+        idle or the link on standby, probes expect no quick answer and answers are not sent
+        on their own: they ride the next probe (the idle cost, core/link.py)."""
+        slow = idle or link.standby
+        if now >= link.last_tx + link.probe_interval(idle):
             frames = wire.PROBE.pack(wire.FRAME_PROBE, self._head(link))
             frames += self._control_for(link, now, 1 << 16)
             self._send_control(link, frames, now)
-            link.on_sent_expecting_answer(now)
-        elif link.rx_pending_feedback and now >= link.last_feedback_tx + FEEDBACK_INTERVAL:
+            if not slow:
+                link.on_sent_expecting_answer(now)
+        elif (not slow and link.rx_pending_feedback
+              and now >= link.last_feedback_tx + FEEDBACK_INTERVAL):
             self._send_control(link, self._control_for(link, now, 1 << 16), now)
+
+    @property
+    def now(self) -> float:
+        """The latest time the bond was given."""
+        return self._now
+
+    def idle(self, now: float) -> bool:
+        """No data sent or received on any link for IDLE_AFTER."""
+        return now - self._last_data > IDLE_AFTER
+
+    def _update_modes(self, now: float) -> None:
+        """Idle or busy, and which backup links stand by (the client decides from the roles,
+        the gateway follows its HEARD reports). Leaving a slow mode restarts silence counting."""
+        idle = self.idle(now)
+        # a backup stands by while a primary is healthy; at the gateway, "backup" is what the
+        # client's reports say, and it stops standing by as soon as no other link is healthy
+        backup = [lk.role == BACKUP if self._decides_standby else lk.peer_standby for lk in self.links]
+        primary_up = any(lk.healthy for lk, b in zip(self.links, backup, strict=True) if not b)
+        for lk, b in zip(self.links, backup, strict=True):
+            want = b and primary_up
+            if want != lk.standby:
+                self._set_standby(lk, want, now)
+        if idle != self._was_idle:
+            self._was_idle = idle
+            if not idle:
+                for lk in self.links:
+                    lk.quiet_from = now
+        for lk in self.links:
+            lk.peer_interval = max(PROBE_INTERVAL, lk.probe_interval(idle))
+
+    def _set_standby(self, link: Link, standby: bool, now: float) -> None:
+        link.standby = standby
+        link.quiet_from = now
+        link.awaiting_since = None
+        if standby:
+            cause = "a primary link is usable"
+        else:
+            cause = "no primary link is usable" if self._decides_standby else "the peer uses it again"
+        self.events.append(LinkEvent(link.name, link.health, "role",
+                                     f"{'standby' if standby else 'active'}: {cause}"))
 
     def next_deadline(self) -> float:
         deadline = float("inf")
+        idle = self.idle(self._now)
+        if not idle:  # the moment it turns idle, probing slows down
+            deadline = self._last_data + IDLE_AFTER + 0.001
         for link in self.links:
             if self._queues[link.id] or link.warming(self._now):
                 deadline = min(deadline, link.tx_clock - LINK_BACKLOG)
-            interval = PROBE_INTERVAL if link.usable else SUSPECT_PROBE_INTERVAL
-            deadline = min(deadline, link.last_tx + interval)
-            if link.rx_pending_feedback:
+            deadline = min(deadline, link.last_tx + link.probe_interval(idle))
+            if link.rx_pending_feedback and not (idle or link.standby):
                 deadline = min(deadline, link.last_feedback_tx + FEEDBACK_INTERVAL)
             deadline = min(deadline, link.silence_deadline(self._now))
         if self.reorder.held:

@@ -18,7 +18,7 @@ from .handshake import (
     RespPayload,
     handshake_state,
 )
-from .link import LinkConfig
+from .link import IDLE_PROBE, LinkConfig
 from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer
 
 Random = Callable[[int], bytes]
@@ -88,7 +88,12 @@ class ClientCore:
         each link at least every PROBE_INTERVAL."""
         current = self.peer.current
         return (current is None or current.needs_rekey(now)
-                or now >= self.peer.last_authenticated + SESSION_SILENCE)
+                or now >= self.peer.last_authenticated + self._silence_limit(now))
+
+    def _silence_limit(self, now: float) -> float:
+        """SESSION_SILENCE, or three idle probe intervals while the tunnel is idle (links are
+        then probed every IDLE_PROBE only)."""
+        return 3 * IDLE_PROBE + 0.5 if self.peer.bond.idle(now) else SESSION_SILENCE
 
     def _send_initiations(self, now: float) -> None:
         index = struct.unpack("!I", self._random(4))[0]
@@ -197,7 +202,8 @@ class ClientCore:
         self._tell_unanswered(now)
         if self._needs_handshake(now) and now >= self._next_attempt:
             silent = now - self.peer.last_authenticated
-            if self.peer.current is not None and silent >= SESSION_SILENCE and not self._silence_told:
+            if (self.peer.current is not None and silent >= self._silence_limit(now)
+                    and not self._silence_told):
                 self._silence_told = True
                 self.events.append(f"no answer from the gateway on any link for {silent:.1f} s: "
                                    "handshaking again")
@@ -210,6 +216,7 @@ class ClientCore:
         current = self.peer.current
         if current is None:
             return self._next_attempt
-        due = min(current.created + REKEY_AFTER_TIME, self.peer.last_authenticated + SESSION_SILENCE)
+        due = min(current.created + REKEY_AFTER_TIME,
+                  self.peer.last_authenticated + self._silence_limit(self.peer.bond.now))
         rekey = max(self._next_attempt, due)
         return min(self.peer.bond.next_deadline(), rekey)

@@ -105,7 +105,7 @@ class Peer:
         self.learns_addresses = learns_addresses  # gateway: reply to authenticated sources
         self.link_names = tuple(c.name for c in links)
         self.bond = Bond(links, now, self._seal, scheduler=scheduler, queue_limit=queue_limit,
-                         outer_ipv6=outer_ipv6, warmup=warmup)
+                         outer_ipv6=outer_ipv6, warmup=warmup, decides_standby=not learns_addresses)
         self.current: Keypair | None = None
         self.previous: Keypair | None = None
         self.pending: Keypair | None = None  # responder side: not yet confirmed

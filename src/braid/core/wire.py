@@ -26,7 +26,7 @@ a packet take consecutive seqs (index 0 first) and share its flow_seq.
   PAD       0x06 zero bytes to the end of the datagram
   CHALLENGE 0x08 token(8)           the gateway asks: does the address this went to receive?
   ECHO      0x09 token(8)           yes: the token of a CHALLENGE that arrived
-  HEARD     0x07 known(4) up(4)   bit i: link i was ever up / is up (heard) now
+  HEARD     0x07 known(4) up(4) standby(4)   bit i: link i was ever up / is up (heard) now
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ DATA_HEADER: Final = struct.Struct("!BBHI")  # type, flow, flow_seq, seq
 DATA_HEADER_LEN: Final = DATA_HEADER.size  # 8
 PROBE: Final = struct.Struct("!BI")
 FEEDBACK: Final = struct.Struct("!BBIIIIIi6s")
-HEARD: Final = struct.Struct("!BII")
+HEARD: Final = struct.Struct("!BIII")
 NACK_HEAD: Final = struct.Struct("!BBB")
 NACK_MAX: Final = 32
 
@@ -282,6 +282,7 @@ class Heard:
     the sender learns of a link whose one direction died over the others."""
     known: int  # bit i: link i has been up (heard enough) since this end started
     up: int  # bit i: link i is heard now (its receive health is up)
+    standby: int = 0  # bit i: link i is a backup on standby (no traffic, rare probes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +331,8 @@ def encode_frame(frame: Frame) -> bytes:
         kind = FRAME_CHALLENGE if isinstance(frame, Challenge) else FRAME_ECHO
         return TOKEN.pack(kind, frame.token)
     if isinstance(frame, Heard):
-        return HEARD.pack(FRAME_HEARD, frame.known & 0xFFFFFFFF, frame.up & 0xFFFFFFFF)
+        return HEARD.pack(FRAME_HEARD, frame.known & 0xFFFFFFFF, frame.up & 0xFFFFFFFF,
+                          frame.standby & 0xFFFFFFFF)
     raise TypeError(f"not a frame: {frame!r}")
 
 
@@ -385,8 +387,8 @@ def decode_plaintext(plain: bytes) -> tuple[int, list[Frame]]:
         elif kind == FRAME_HEARD:
             if end - pos < HEARD.size:
                 raise WireError("heard frame too short")
-            _, known, up = HEARD.unpack_from(plain, pos)
-            frames.append(Heard(known, up))
+            _, known, up, standby = HEARD.unpack_from(plain, pos)
+            frames.append(Heard(known, up, standby))
             pos += HEARD.size
         elif kind == FRAME_PAD:
             frames.append(Pad(end - pos - 1))

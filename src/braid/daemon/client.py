@@ -46,7 +46,7 @@ class ClientDaemon(DaemonBase):
         link_cfgs = []
         for i, spec in enumerate(cfg.links):
             mtu = spec.mtu or interface_mtu(spec.bind) or 1500
-            link_cfgs.append(LinkConfig(spec.name, i, mtu))
+            link_cfgs.append(LinkConfig(spec.name, i, mtu, spec.role))
         link_mtu = min(lc.mtu for lc in link_cfgs)  # every datagram must fit every link
         self.mtu = tun_mtu(link_mtu, outer_v6, cfg.fragments)
         now = time.monotonic()

@@ -34,7 +34,8 @@ class FakeNet:
     """Runs a client core and a gateway core against each other over FakeLinks."""
 
     def __init__(self, links: dict[str, FakeLink], seed: int = 1, client_name: str = "site",
-                 warmup: bool = True) -> None:
+                 warmup: bool = True, roles: dict[str, str] | None = None) -> None:
+        self._roles = roles or {}
         self.rng = random.Random(seed)
         self.links = links
         self.names = list(links)
@@ -51,6 +52,7 @@ class FakeNet:
         self.to_gateway: list[bytes] = []  # delivered to the gateway's TUN
         self.to_client: list[bytes] = []
         self.sent = {"up": 0, "down": 0}
+        self.wire_bytes: dict[tuple[str, str], int] = {}  # (link, direction) -> bytes offered
         # a client that forges its source: link id -> the address its datagrams claim
         self.spoof: dict[int, tuple[str, int]] = {}
         self.received_from: dict[tuple[str, int], int] = {}  # bytes the gateway got per source
@@ -66,7 +68,7 @@ class FakeNet:
         return GatewayCore(params, self.now, random=self._bytes)
 
     def _new_client(self) -> ClientCore:
-        cfg = tuple(LinkConfig(n, i) for i, n in enumerate(self.names))
+        cfg = tuple(LinkConfig(n, i, role=self._roles.get(n, "primary")) for i, n in enumerate(self.names))
         params = ClientParams(self._cl_key, public_key(self._gw_key), cfg, warmup=self._warmup)
         return ClientCore(params, self.now, random=self._bytes, wall_offset=1.7e9)
 
@@ -86,6 +88,8 @@ class FakeNet:
     def _transmit(self, direction: str, link_id: int, data: bytes) -> None:
         link = self.links[self.names[link_id]]
         self.sent[direction] += 1
+        key = (self.names[link_id], direction)
+        self.wire_bytes[key] = self.wire_bytes.get(key, 0) + len(data) + 28  # IPv4 + UDP
         if not link.up or direction in link.cut or self.rng.random() < link.loss:
             self.dropped[direction] += 1
             return
