@@ -44,7 +44,8 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 class Tunnel:
-    def __init__(self, ns: Namespaces, workdir: Path) -> None:
+    def __init__(self, ns: Namespaces, workdir: Path, roles: tuple[str, ...] = ("primary", "primary")
+                 ) -> None:
         self.ns, self.dir = ns, workdir
         ns.add("site")
         ns.add("gw")
@@ -70,7 +71,8 @@ name = "site"
 public_key = "{cp}"
 address = ["10.77.0.2/32", "fd77::2/128"]
 ''')
-        links = "".join(f'[[link]]\nname = "l{i}"\nbind = "up{i}"\n' for i in range(len(RATES)))
+        links = "".join(f'[[link]]\nname = "l{i}"\nbind = "up{i}"\nrole = "{roles[i]}"\n'
+                        for i in range(len(RATES)))
         (workdir / "client.toml").write_text(f'''[client]
 private_key = "{ck}"
 address = ["10.77.0.2/24", "fd77::2/64"]
