@@ -222,3 +222,51 @@ def test_a_misconfigured_client_and_gateway_say_why_nothing_works():
     print(refused, told)
     assert len(refused) == 1 and "198.51.100.7:40211" in refused[0]
     assert len(told) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_restarts_at_random_points_end_in_recovery(seed):
+    """Either end restarted at a random moment (during the first handshake, a rekey, a
+    transfer), twice: traffic is back within 3 s each time."""
+    import random
+
+    rnd = random.Random(seed)
+    net = _two_links(seed=seed + 10)
+    ping = Pinger(net, every=0.05)
+    for _ in range(2):
+        ping.run(net.now + rnd.uniform(0.05, 4.0) + (115.0 if rnd.random() < 0.3 else 0.0))
+        which = rnd.choice(("gateway", "client"))
+        (net.restart_gateway if which == "gateway" else net.restart_client)()
+        at = net.now
+        ping.run(at + 6.0)
+        outage = ping.outage_after(at)
+        print(f"seed {seed}: {which} restarted at {at:.2f} s, traffic back after {outage * 1000:.0f} ms")
+        assert outage <= 3.0
+        assert ping.longest_gap(at + outage, net.now) == 0.0
+
+
+def test_an_hour_of_traffic_and_outages_keeps_state_bounded():
+    import tracemalloc
+
+    net = _two_links(seed=42)
+    ping = Pinger(net, every=0.5)
+    tracemalloc.start()
+    sizes = []
+    for minute in range(60):
+        if minute % 10 == 5:  # an outage of the fibre's downstream every ten minutes
+            net.links["fibre"].cut.add("down")
+        if minute % 10 == 6:
+            net.links["fibre"].cut.discard("down")
+        ping.run(net.now + 60.0)
+        if minute in (10, 59):
+            sizes.append(tracemalloc.get_traced_memory()[0])
+        net.to_gateway.clear()
+        net.to_client.clear()
+        ping.sent_at.clear()
+    tracemalloc.stop()
+    gw_peer = net.gateway.peers["site"]
+    print(f"traced memory after 10 min {sizes[0] / 1e6:.2f} MB, after 60 min {sizes[1] / 1e6:.2f} MB")
+    assert sizes[1] - sizes[0] < 2_000_000
+    assert net.gateway.keypair_count() <= 3
+    assert all(len(gw_peer.sources.addresses(i)) <= 4 for i in range(2))
+    assert gw_peer.bond.reorder.held == 0

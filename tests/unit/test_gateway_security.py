@@ -204,3 +204,14 @@ def test_status_series_are_kept_only_for_links_that_exist():
         tput.sample(float(i), {f"site/l{i}/tx": i, "site/fixed/tx": i})
     assert tput.rates("site/l5/tx")["max_bps"] == 0.0
     assert tput.rates("site/fixed/tx")["current_bps"] == 8.0
+
+
+def test_an_address_behind_a_satellite_is_validated_though_its_echo_is_slower_than_a_retry():
+    """A 600 ms round trip is longer than the first challenge retry: the echo of an earlier
+    token must still validate (else the gateway held a satellite link to 3x forever)."""
+    net = FakeNet({"sat": FakeLink(rate_bps=25e6, delay=0.300), "lte": FakeLink(delay=0.030)},
+                  seed=6, warmup=False)
+    net.run_until(4.0)
+    sources = net.gateway.peers["site"].sources
+    assert sources.validated(("192.0.2.1", 40000))  # the satellite's
+    assert sources.validated(("192.0.2.2", 40001))

@@ -237,7 +237,9 @@ def test_a_receiver_report_cannot_claim_more_than_was_sent():
         rx += 2_500_000  # ... and 1 Gbit/s "received"
         t_us += 20_000
         link.on_feedback(k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)
-    assert link.capacity() <= 10.5e6
+    # what was sent, plus at most a one-time slack: the bytes sent before the first report
+    # (they may still have been in flight then)
+    assert link.capacity() <= 13e6
 
 
 def test_a_link_reads_well_in_a_failing_assert():

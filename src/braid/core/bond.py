@@ -68,6 +68,7 @@ def _stamp(now: float) -> bytes:
 
 
 REPORT_STALE = 60.0  # seconds after which a HEARD report is taken whatever its timestamp
+IDLE_GRACE = 2.0  # seconds an idle end still answers probes at once (the peer may not be idle yet)
 MAX_ECHOES = 8  # ECHO tokens held between two looks by the session
 # NACKs this end sends per second at most (a peer skipping counters must not make it send
 # more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
@@ -175,7 +176,10 @@ class Bond:
         for lk in self.links:
             if lk.ever_up:
                 known |= 1 << lk.id
-            if lk.health is Health.UP:
+            # heard lately, not "receive health up": that also falls when answers to what this
+            # end sent come late (behind the peer's queue on a satellite), which says nothing
+            # about the direction the report is about
+            if lk.last_heard >= 0 and now - lk.last_heard < lk.heard_window():
                 up |= 1 << lk.id
             if lk.standby:
                 standby |= 1 << lk.id
@@ -195,6 +199,8 @@ class Bond:
 
     def _send(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
         counter = self.transmit(link.id, plaintext)
+        if counter < 0:  # not sent (no keys, or no address with budget): nothing is counted, or
+            return counter  # the estimator would read it as lost
         link.on_sent(self.wire_size(len(plaintext)), now, data)
         if data:
             self._last_data = now
@@ -353,8 +359,8 @@ class Bond:
         control = self._control_for(link, now, room - 1)
         pad = wire.encode_frame(wire.Pad(room - len(control) - 1))
         plaintext = _stamp(now) + control + pad
-        self._send(link, plaintext, now, data=True)
-        link.on_sent_expecting_answer(now)
+        if self._send(link, plaintext, now, data=True) >= 0:
+            link.on_sent_expecting_answer(now)
         self.stats["warmup_datagrams"] += 1
         return self.wire_size(len(plaintext))
 
@@ -367,6 +373,8 @@ class Bond:
         control = self._control_for(link, now, room)
         plaintext = _stamp(now) + control + body
         counter = self._send(link, plaintext, now, data=True)
+        if counter < 0:
+            return
         link.on_sent_expecting_answer(now)
         self._history.record(link.id, counter, now, flow, fseq, seq, packet)
 
@@ -655,13 +663,17 @@ class Bond:
         idle or the link on standby, probes expect no quick answer and answers are not sent
         on their own: they ride the next probe (the idle cost, core/link.py)."""
         slow = idle or link.standby
+        # the peer turns idle up to a one-way delay later (its last data came later): keep
+        # answering at once for a while, or its probes would time out
+        quiet_answers = link.standby or (idle and now > self._last_data + IDLE_AFTER + IDLE_GRACE)
         if now >= link.last_tx + link.probe_interval(idle):
             frames = wire.PROBE.pack(wire.FRAME_PROBE, self._head(link))
             frames += self._control_for(link, now, 1 << 16)
             self._send_control(link, frames, now)
+            link.last_tx = now  # even if it could not leave: the next try is an interval away
             if not slow:
                 link.on_sent_expecting_answer(now)
-        elif (not slow and link.rx_pending_feedback
+        elif (not quiet_answers and link.rx_pending_feedback
               and now >= link.last_feedback_tx + FEEDBACK_INTERVAL):
             self._send_control(link, self._control_for(link, now, 1 << 16), now)
 
@@ -669,6 +681,15 @@ class Bond:
     def now(self) -> float:
         """The latest time the bond was given."""
         return self._now
+
+    def start_warmup(self, link_id: int, now: float) -> None:
+        """(Re)start a link's warm-up from now, if it is still unmeasured: the gateway calls
+        it once the link's address is validated, since until then it may send the link only
+        3x what it received (a satellite's warm-up was spent at that budget, and the link
+        then measured low stayed off bulk as a far link)."""
+        link = self._by_id.get(link_id)
+        if link is not None and self.warmup and not link.proven and link.usable:
+            link.warm_until = now + WARMUP_TIME
 
     def idle(self, now: float) -> bool:
         """No data sent or received on any link for IDLE_AFTER."""
@@ -714,7 +735,8 @@ class Bond:
             if self._queues[link.id] or link.warming(self._now):
                 deadline = min(deadline, link.tx_clock - LINK_BACKLOG)
             deadline = min(deadline, link.last_tx + link.probe_interval(idle))
-            if link.rx_pending_feedback and not (idle or link.standby):
+            if link.rx_pending_feedback and not (link.standby or (
+                    idle and self._now > self._last_data + IDLE_AFTER + IDLE_GRACE)):
                 deadline = min(deadline, link.last_feedback_tx + FEEDBACK_INTERVAL)
             deadline = min(deadline, link.silence_deadline(self._now))
         if self.reorder.held:

@@ -147,6 +147,11 @@ class Link:
         """It may carry traffic: healthy and not a backup on standby."""
         return self.health is Health.UP and self.tx_health is Health.UP and not self.standby
 
+    def heard_window(self) -> float:
+        """How long after the last datagram this end still reports the link heard: three of
+        the peer's probe intervals (with data flowing it hears far more often)."""
+        return max(IDLE_SILENCE, 3 * self.peer_interval + 0.050)
+
     def probe_interval(self, idle: bool) -> float:
         """How often this end probes the link when it sends nothing else on it."""
         if self.standby:
@@ -270,8 +275,9 @@ class Link:
         peer that restarted, read 66 Gbit/s on a 20 Mbit/s link)."""
         last = self._fb_rx_last
         self._fb_rx_last = rx_bytes
-        if last is None:
-            self._rx_credited = self.tx_bytes  # what was sent before the first report is in it
+        if last is None:  # the increments start here; what was sent before stays claimable
+            # (it may still be in flight: crediting it at once read a satellite's in-flight
+            # megabytes as lost), a one-time slack of what was really sent
             return self._rx_reported
         claimed = (rx_bytes - last) & (SEQ_MOD - 1)
         take = min(claimed, max(0, self.tx_bytes - self._rx_credited))

@@ -206,7 +206,8 @@ class Peer:
                                header.counter, now, arrival)
         if self.bond.echoes:
             for token in self.bond.echoes:
-                self.sources.on_echo(token)
+                for link_id in self.sources.on_echo(token):
+                    self.bond.start_warmup(link_id, now)  # it could not be filled before
             self.bond.echoes.clear()
         return True
 

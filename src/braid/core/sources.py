@@ -15,13 +15,17 @@ recently heard win; updates are O(1) in the number of links.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 AMPLIFICATION_LIMIT = 3  # bytes sent per byte received, to an address not yet validated
+TRAFFIC_LIMIT = 2  # ... of which data, padding and probes may take this much: the rest is kept
+# for challenges (padding once used it all, and a satellite's address was never validated)
 MAX_SOURCES = 4  # addresses remembered per link
 SOURCE_FRESH = 2.0  # seconds an address stays in use after a newer one was last heard
 REFRESH = 0.5  # seconds between recomputations of the addresses in use while none is new
-CHALLENGE_RETRY = 0.5  # seconds before an unanswered challenge is sent again
+CHALLENGE_RETRY = 0.5  # seconds before an unanswered challenge is sent again, doubling each
+CHALLENGE_RETRY_MAX = 8.0  # time up to this
+MAX_TOKENS = 4  # outstanding challenges per address that an echo may answer
 TOKEN_LEN = 8
 
 Address = tuple  # a socket address as the OS gives it
@@ -34,11 +38,12 @@ class Source:
     rx_bytes: int = 0
     tx_bytes: int = 0
     validated: bool = False
-    token: bytes = b""
-    challenged: float = -1.0
+    tokens: list[bytes] = field(default_factory=list)  # outstanding, newest last (a few kept:
+    challenged: float = -1.0  # an echo may take longer than the retry, on a satellite)
+    retry: float = CHALLENGE_RETRY
 
-    def may_send(self, size: int) -> bool:
-        return self.validated or self.tx_bytes + size <= AMPLIFICATION_LIMIT * self.rx_bytes
+    def may_send(self, size: int, limit: float = AMPLIFICATION_LIMIT) -> bool:
+        return self.validated or self.tx_bytes + size <= limit * self.rx_bytes
 
 
 class Sources:
@@ -84,7 +89,7 @@ class Sources:
         for k in range(len(fresh)):
             addr = fresh[(start + k) % len(fresh)]
             source = sources.get(addr)
-            if source is not None and source.may_send(size):
+            if source is not None and source.may_send(size, TRAFFIC_LIMIT):
                 self._rr[link_id] = start + k + 1
                 source.tx_bytes += size
                 return addr
@@ -99,11 +104,14 @@ class Sources:
             sources = self._by_link[link_id]
             for addr in fresh:
                 source = sources.get(addr)
-                if source is None or source.validated or now - source.challenged < CHALLENGE_RETRY:
+                if source is None or source.validated or now - source.challenged < source.retry:
                     continue
-                source.token = self._random(TOKEN_LEN)
+                if source.challenged >= 0:  # unanswered: wait twice as long next time
+                    source.retry = min(CHALLENGE_RETRY_MAX, 2 * source.retry)
+                token = self._random(TOKEN_LEN)
+                source.tokens = [*source.tokens[-(MAX_TOKENS - 1):], token]
                 source.challenged = now
-                out.append((link_id, addr, source.token))
+                out.append((link_id, addr, token))
         return out
 
     def charge(self, link_id: int, addr: Address, size: int) -> bool:
@@ -115,10 +123,15 @@ class Sources:
         source.tx_bytes += size
         return True
 
-    def on_echo(self, token: bytes) -> None:
-        """A datagram from the client echoed `token`: the address it was sent to receives."""
-        for sources in self._by_link.values():
+    def on_echo(self, token: bytes) -> list[int]:
+        """A datagram from the client echoed `token`: the address it was sent to receives.
+        Returns the links that got their first validated address."""
+        first = []
+        for link_id, sources in self._by_link.items():
             for source in sources.values():
-                if source.token and source.token == token:
+                if token in source.tokens:
+                    if not any(s.validated for s in sources.values()):
+                        first.append(link_id)
                     source.validated = True
-                    source.token = b""
+                    source.tokens = []
+        return first

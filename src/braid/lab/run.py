@@ -4,6 +4,7 @@ result JSON (one object per direction; `both` runs up, then down) and the plot."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -126,7 +127,8 @@ def _link_events(workdir: Path) -> dict[str, list[str]]:
     for role in ("client", "gateway"):
         log = workdir / f"{role}.log"
         lines = log.read_text().splitlines() if log.exists() else []
-        out[role] = [line.split(" INFO ", 1)[-1] for line in lines if " is " in line][-40:]
+        out[role] = [line.split(" INFO ", 1)[-1] for line in lines
+                     if re.search(r"link \S+ (rx|tx|role) ", line)][-40:]
     return out
 
 
