@@ -29,7 +29,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .netlink import NetlinkError, _run
+from .netlink import NetlinkError, _run, load_nft_chain, run_undo
 
 log = logging.getLogger("braid.hostnet")
 
@@ -265,25 +265,14 @@ class HostSetup:
                 rules.append(f'oifname "{egress}" {keyword} saddr {{ {", ".join(nets)} }} masquerade')
         if not rules:
             return
-        body = "\n".join(f"    {r}" for r in rules)
-        _run(("nft", "-f", "-"), f"""table inet {table} {{
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-{body}
-  }}
-}}
-""")
+        load_nft_chain(table, "postrouting", "type nat hook postrouting priority srcnat; policy accept;",
+                       rules)
         self._undo.append(("nft", "delete", "table", "inet", table))
 
     # --------------------------------------------------------------- teardown
 
     def teardown(self) -> None:
-        for argv in reversed(self._undo):
-            try:
-                _run(argv)
-            except NetlinkError as exc:
-                log.debug("%s", exc)
-        self._undo.clear()
+        run_undo(self._undo)
         self._routes = []
         for key, value in self._sysctls.items():
             try:

@@ -28,6 +28,30 @@ def ip(*args: str) -> None:
     _run(("ip", *args))
 
 
+def load_nft_chain(table: str, chain: str, base: str, rules: list[str]) -> None:
+    """Create `table inet TABLE` holding one base chain (`base`: its type, hook, priority
+    and policy) with these rules."""
+    body = "\n".join(f"    {r}" for r in rules)
+    _run(("nft", "-f", "-"), f"""table inet {table} {{
+  chain {chain} {{
+    {base}
+{body}
+  }}
+}}
+""")
+
+
+def run_undo(undo: list[tuple[str, ...]]) -> None:
+    """Run the recorded undo commands, newest first, and forget them; one that fails (what
+    it undoes went with the device already) is logged at debug level."""
+    for argv in reversed(undo):
+        try:
+            _run(argv)
+        except NetlinkError as exc:
+            log.debug("%s", exc)
+    undo.clear()
+
+
 def interface_mtu(name: str) -> int | None:
     try:
         return int(Path(f"/sys/class/net/{name}/mtu").read_text())
@@ -72,20 +96,8 @@ class InterfaceSetup:
             for match in ("oifname", "iifname"):
                 rules.append(f'{match} "{self.device}" meta nfproto {family} tcp flags & (syn | rst) == syn '
                              f"tcp option maxseg size > {mss} tcp option maxseg size set {mss}")
-        body = "\n".join(f"    {r}" for r in rules)
-        _run(("nft", "-f", "-"), f"""table inet {table} {{
-  chain forward {{
-    type filter hook forward priority mangle; policy accept;
-{body}
-  }}
-}}
-""")
+        load_nft_chain(table, "forward", "type filter hook forward priority mangle; policy accept;", rules)
         self._undo.append(("nft", "delete", "table", "inet", table))
 
     def teardown(self) -> None:
-        for argv in reversed(self._undo):
-            try:
-                _run(argv)
-            except NetlinkError as exc:  # gone with the device already
-                log.debug("%s", exc)
-        self._undo.clear()
+        run_undo(self._undo)

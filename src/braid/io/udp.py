@@ -45,7 +45,7 @@ def _buffers(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
 
 
-def _is_address(value: str) -> bool:
+def is_address(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
         return True
@@ -63,7 +63,7 @@ def link_socket(bind: str, family: int, remote: tuple, fwmark: int | None = None
         _buffers(sock)
         if fwmark is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
-        if _is_address(bind):
+        if is_address(bind):
             if device:  # the interface holding the address: its routes, not the main default
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
             sock.bind((bind, 0))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .udp import link_socket
+from .hostnet import interface_of_address
+from .udp import is_address, link_socket
 
 log = logging.getLogger("braid.uplinks")
 
@@ -29,14 +29,6 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
-
-
-def _is_address(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _is_local(address: str, family: int) -> bool:
@@ -87,7 +79,7 @@ class Uplinks:
 
     def _identity(self, up: Uplink) -> tuple[int | None, str | None]:
         """(ifindex, expected source) of the uplink as it is now; raises OSError if unusable."""
-        if _is_address(up.bind):
+        if is_address(up.bind):
             if not _is_local(up.bind, self.family):
                 raise OSError(errno.EADDRNOTAVAIL, f"address {up.bind} is not assigned (yet)")
             return None, up.bind
@@ -120,9 +112,7 @@ class Uplinks:
         try:
             index, _ = self._identity(up)
             device = None
-            if _is_address(up.bind):
-                from .hostnet import interface_of_address
-
+            if is_address(up.bind):
                 device = interface_of_address(up.bind)
             socks = []
             try:
@@ -179,11 +169,9 @@ class Uplinks:
 
     def interfaces(self) -> list[str]:
         """The uplinks' interface names (for the kill switch), bound by address or not."""
-        from .hostnet import interface_of_address
-
         out = []
         for up in self.links:
-            name = interface_of_address(up.bind) if _is_address(up.bind) else up.bind
+            name = interface_of_address(up.bind) if is_address(up.bind) else up.bind
             if name:
                 out.append(name)
         return out
