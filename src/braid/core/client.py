@@ -100,7 +100,10 @@ class ClientCore:
         wall = self._wall_us(now)
         names = tuple(c.name for c in self.params.links)
         self._pending = {}
+        resting = self._resting_links()
         for link in self.params.links:
+            if link.link_id in resting:
+                continue
             payload = InitPayload(wall, self.instance, link.link_id, names).encode()
             e_pub, s_sealed, p_sealed, pending = noise.initiator_write(
                 self.params.private_key, self.params.gateway_public_key, self._random(32),
@@ -112,6 +115,17 @@ class ClientCore:
             index = (index + 1) & 0xFFFFFFFF
         jitter = self._random(1)[0] / 255 * 0.2
         self._next_attempt = now + REKEY_RETRY + jitter
+
+    def _resting_links(self) -> set[int]:
+        """Backup links on standby while another link is usable: a rekey neither handshakes
+        nor confirms its keys on them (their next probe carries the new keys), so a metered
+        backup pays no handshakes while it is not needed."""
+        if self.peer.current is None:
+            return set()
+        links = self.peer.bond.links
+        if not any(lk.usable for lk in links):
+            return set()
+        return {lk.id for lk in links if lk.standby}
 
     def _on_cookie(self, msg: wire.CookieReply, now: float) -> None:
         """The gateway is under load: its cookie goes on this link's next initiation (mac2)."""
@@ -143,11 +157,13 @@ class ClientCore:
         self.counters["handshakes"] += 1
         if self.peer.set_remote_instance(resp.instance):
             self.events.append("gateway restarted: receive state reset")
+        resting = self._resting_links()
         keypair = Keypair(keys, msg.receiver_index, msg.sender_index, now)
         self.peer.install(keypair, confirmed=True)
         self.events.append("handshake complete")
         for link in self.peer.bond.links:  # confirm the keys and show the gateway each link
-            link.last_tx = -1.0
+            if link.id not in resting:
+                link.last_tx = -1.0
         self.peer.bond.on_timer(now)
 
     # ------------------------------------------------------------------ inputs

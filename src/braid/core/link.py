@@ -23,8 +23,8 @@ DOWN_AFTER = 2.0  # suspect this long: down
 HEARD_INTERVAL = 0.050  # the receiver's HEARD report rides a link's datagrams at most this often
 # idle cost: with no data either way for IDLE_AFTER, links are probed every IDLE_PROBE (and
 # answers ride the next probe); a backup link on standby every STANDBY_PROBE. An idle
-# primary then costs about 20 MB a day, a standby backup about 1.1 MB (two probes of about
-# 110 bytes, feedback and HEARD report included, per interval).
+# primary then costs about 20 MB a day, a standby backup about 1 MB (two probes of about
+# 110 bytes, feedback and HEARD report included, per interval; rekeys skip it).
 IDLE_AFTER = 5.0
 IDLE_PROBE = 1.0
 STANDBY_PROBE = 20.0
