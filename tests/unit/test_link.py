@@ -221,7 +221,8 @@ def test_a_jittery_link_whose_estimate_ended_low_grows_to_its_capacity():
         backlog = max(0.0, backlog + (pace - cap) * dt)
         rx += min(pace, cap) * dt / 8
         spike = 0.030 if k % 7 == 0 else 0.0
-        est.on_delivery(now, int(now * 1e6), int(rx), int(tx))
+        est.on_sent(now, int(tx))
+        est.on_delivery(now, int(now * 1e6), int(rx), now - backlog / cap)
         est.on_queue(now, backlog / cap + spike, data_idle=False)
         est.on_phase_clock(now, 0.02)
     assert est.capacity() > 15e6, f"{est.capacity() / 1e6:.1f} Mbit/s"
@@ -245,3 +246,64 @@ def test_a_receiver_report_cannot_claim_more_than_was_sent():
 def test_a_link_reads_well_in_a_failing_assert():
     text = repr(_up_link())
     assert text.startswith("Link('a' id=0 rx=up tx=up capacity=") and "srtt=-" in text
+
+
+def _drive_far_link(est, cap: float, delay: float, on: float, period: float, seconds: float
+                    ) -> None:
+    """A link of `cap` bit/s with `delay` each way and a FIFO at its bottleneck, driven by the
+    estimator's pacing in bursts (`on` seconds of every `period`, as a link that takes the
+    overflow of a nearer one is); the receiver reports every 20 ms of its time, echoing the
+    send time of the latest datagram it got (as long as datagrams arrive), and each report
+    takes `delay` to come back."""
+    size, step, report_every = 1500, 0.001, 0.020
+    free_at, sent, rx = 0.0, 0, 0
+    arrivals: list[tuple[float, int, float]] = []  # (arrival, size, sent_at)
+    reports: list[tuple[float, int, int, float]] = []  # (at sender, rx_time_us, rx_bytes, echo)
+    next_report, latest_echo, credit, reported = report_every, 0.0, 0.0, 0
+    t = 0.0
+    while t < seconds:
+        t += step
+        busy = t % period < on
+        est.backlogged_since = (t if est.backlogged_since is None else est.backlogged_since
+                                ) if busy else None
+        if busy:
+            credit += est.pacing_rate() * step
+            while credit >= size * 8:
+                credit -= size * 8
+                free_at = max(free_at, t) + size * 8 / cap
+                sent += size
+                est.on_sent(t, sent)
+                arrivals.append((free_at + delay, size, t))
+        while arrivals and arrivals[0][0] <= t:
+            _, sz, latest_echo = arrivals.pop(0)
+            rx += sz
+        if t >= next_report and rx > reported:  # reports ride on what arrives
+            reports.append((t + delay, int(t * 1e6), rx, latest_echo))
+            next_report, reported = t + report_every, rx
+        while reports and reports[0][0] <= t:
+            _, rx_us, rx_bytes, echo = reports.pop(0)
+            est.on_delivery(t, rx_us, rx_bytes, echo)
+            est.on_phase_clock(t, 2 * delay)
+
+
+def test_a_far_link_used_in_bursts_keeps_its_estimate():
+    """A 25 Mbit/s satellite (300 ms each way) carrying only what a nearer link leaves: in
+    bursts. Comparing what was sent one round trip back with what arrived lately read it as
+    overdriven at half its rate (cut to 10 Mbit/s in the satellite + 4G lab, then never used
+    again); the datagrams a report covers are what it must be compared with."""
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0, initial_rate=25e6)
+    est._end_startup()
+    for on, period in ((0.030, 0.100), (0.150, 0.400), (0.300, 0.700)):
+        _drive_far_link(est, 25e6, 0.300, on, period, 6.0)
+        assert est.overdriven == 0 and est.capacity() >= 24e6, (on, period, est.capacity())
+
+
+def test_a_far_link_sent_twice_its_rate_is_cut_to_it():
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0, initial_rate=50e6)
+    est._end_startup()
+    _drive_far_link(est, 25e6, 0.300, 1.0, 1.0, 4.0)
+    assert est.overdriven >= 1 and 22e6 <= est.capacity() <= 27e6, est.capacity()

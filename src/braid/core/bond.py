@@ -318,7 +318,10 @@ class Bond:
             far = [lk for lk in usable if lk.one_way_delay() > reach]
             unproven = [lk for lk in far if not lk.proven]
             near = sum(lk.capacity() for lk in usable if lk.one_way_delay() <= reach)
-            near_dominates = near >= FAR_SHARE * sum(lk.capacity() for lk in usable if lk not in unproven)
+            # a far link kept off measures nothing more: judge it by what it proved lately,
+            # or one low estimate (a cut, a dip) would keep it off for good
+            far_cap = sum(lk.peak_capacity() for lk in far if lk.proven)
+            near_dominates = near >= FAR_SHARE * (near + far_cap)
             kept_off = far if near_dominates else unproven
             links = [lk for lk in self.links if lk not in kept_off]
             spill = unproven

@@ -28,6 +28,7 @@ Times are monotonic seconds passed in; no clock or randomness of its own.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
 from .replay import SEQ_MOD
@@ -68,6 +69,8 @@ CRUISE_DRAIN = 0.9
 OVERDRIVE_SPAN = 0.2  # seconds of send and delivery history compared
 OVERDRIVE_RATIO = 1.2  # sent / delivered above this: saturated (random loss stays well below)
 OVERDRIVE_MIN_BYTES = 30_000  # about 20 full packets: less is not worth judging
+TX_STEP = 0.002  # resolution of the sent-bytes history the overdrive check reads
+TX_HISTORY = 2048  # entries kept (at least about 4 s at TX_STEP)
 DENSE_REPORTS = 0.025  # seconds between receiver reports while a link is busy
 NOISE_WEIGHT = 1 / 16
 
@@ -87,8 +90,13 @@ class RateEstimator:
         self.initial_rate = initial_rate
         self._bw = WindowedMax(BW_WINDOW)
         self._hist: deque[tuple[int, int]] = deque(maxlen=32)  # (rx_time_us, rx_bytes)
-        self._tx_hist: deque[tuple[float, int]] = deque(maxlen=32)  # (time, bytes we sent)
-        self.overdriven = 0
+        # when we sent the latest datagram each report had received (None: not known)
+        self._hist_sent: deque[float | None] = deque(maxlen=32)
+        self._tx_times: list[float] = []  # our cumulative sent bytes, sampled every TX_STEP
+        self._tx_counts: list[int] = []
+        self._overdrive_from = -1.0  # a cut judges only what was sent after the last one
+        self.overdriven = 0  # estimate cuts: sent far above what arrived
+        self.braked = 0  # estimate cuts: a standing queue far above the link's own
         self._overdrive_streak = 0
         self.recent_rate = 0.0
         self.startup = True
@@ -112,11 +120,29 @@ class RateEstimator:
         since = self.backlogged_since
         return since is not None and now - since > self.srtt + SAMPLE_SPAN
 
-    def on_delivery(self, now: float, rx_time_us: int, rx_bytes: int, tx_bytes: int = 0) -> None:
-        """Cumulative bytes the receiver got by its time rx_time_us (and we had sent by now)."""
+    def on_sent(self, now: float, tx_bytes: int) -> None:
+        """We have sent `tx_bytes` on the link so far (kept at TX_STEP resolution)."""
+        times, counts = self._tx_times, self._tx_counts
+        if len(times) >= 2 and now - times[-2] < TX_STEP:
+            times[-1], counts[-1] = now, tx_bytes
+            return
+        times.append(now)
+        counts.append(tx_bytes)
+        if len(times) > 2 * TX_HISTORY:
+            del times[:TX_HISTORY], counts[:TX_HISTORY]
+
+    def _sent_by(self, when: float) -> int | None:
+        """Our cumulative sent bytes at time `when` (None: before the history)."""
+        i = bisect.bisect_right(self._tx_times, when) - 1
+        return self._tx_counts[i] if i >= 0 else None
+
+    def on_delivery(self, now: float, rx_time_us: int, rx_bytes: int,
+                    sent_at: float | None = None) -> None:
+        """Cumulative bytes the receiver got by its time rx_time_us; `sent_at`: when we sent
+        the latest datagram it had then received (the report's echo)."""
         hist = self._hist
         hist.append((rx_time_us, rx_bytes))
-        self._tx_hist.append((now, tx_bytes))
+        self._hist_sent.append(sent_at)
         self._check_overdriven(now)
         if not self.startup:
             self._note_probe_sample(rx_time_us, rx_bytes)
@@ -174,26 +200,34 @@ class RateEstimator:
     def _check_overdriven(self, now: float) -> None:
         """Sending well above what arrives, over a few hundred ms, while the receiver gets less
         than the estimate: the link is saturated and its capacity is what gets through. This
-        needs no delay signal, so it also works where the queue is hidden in jitter. What was
-        sent is taken one round trip back, so that it has had time to arrive."""
-        tx, hist = self._tx_hist, self._hist
-        end = next((e for e in reversed(tx) if e[0] <= now - self.srtt), None)
-        if end is None:
-            return
-        start = next((e for e in reversed(tx) if e[0] <= end[0] - OVERDRIVE_SPAN), None)
-        if start is None or end[1] - start[1] < OVERDRIVE_MIN_BYTES:
-            return
-        span = end[0] - start[0]
-        sent = (end[1] - start[1]) * 8 / span
+        needs no delay signal, so it also works where the queue is hidden in jitter. The
+        bytes sent are those of the very datagrams the two reports span (by their echoed
+        send times): comparing windows one round trip apart misread a satellite's bursts,
+        600 ms away behind a 300 ms queue, as a link at half its rate, and cut it."""
+        hist, sent_at = self._hist, self._hist_sent
         t1, b1 = hist[-1]
-        first = next(((t, b) for t, b in reversed(hist) if _rx_span(t1, t) >= span), None)
+        s1 = sent_at[-1]
+        if s1 is None:
+            return
+        first = None
+        for k in range(len(hist) - 2, -1, -1):
+            if _rx_span(t1, hist[k][0]) >= OVERDRIVE_SPAN:
+                first = k
+                break
         if first is None:
             return
-        reports = sum(1 for t, _ in hist if _rx_span(t1, t) <= span)
-        if reports < span / DENSE_REPORTS:
+        (t0, b0), s0 = hist[first], sent_at[first]
+        if s0 is None or s0 < self._overdrive_from or s1 - s0 <= 0:
+            return
+        start, end = self._sent_by(s0), self._sent_by(s1)
+        if start is None or end is None or end - start < OVERDRIVE_MIN_BYTES:
+            return
+        rx_span = _rx_span(t1, t0)
+        reports = len(hist) - 1 - first
+        if reports < rx_span / DENSE_REPORTS:
             return  # reports were sparse: the link idled in the window, nothing to judge
-        rx_span = _rx_span(t1, first[0])
-        delivered = _bits(b1, first[1]) / rx_span
+        sent = (end - start) * 8 / (s1 - s0)
+        delivered = _bits(b1, b0) / rx_span
         if not (sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity()):
             self._overdrive_streak = 0
             return
@@ -205,7 +239,7 @@ class RateEstimator:
             self._end_startup()
             self.overdriven += 1
             self._overdrive_streak = 0
-            tx.clear()
+            self._overdrive_from = s1
 
     def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
         """`queue`: standing queue from one-way delays; `data_idle`: no data was sent on the
@@ -228,6 +262,7 @@ class RateEstimator:
             # the link got slower). At most halve it per confirmation.
             self._bw.reset(now, max(MIN_RATE, self.recent_rate, 0.5 * self.capacity()))
             self._brake_since = now
+            self.braked += 1
         if not self.reserved:
             full = 2 * self.queue_target()
         elif self.proven:
@@ -274,10 +309,11 @@ class RateEstimator:
     def restart_startup(self) -> None:
         self.startup = True
 
-    def on_readmitted(self) -> None:
+    def on_readmitted(self, now: float) -> None:
         """The link is back after an outage: its delivery and send histories predate it."""
         self._hist.clear()
-        self._tx_hist.clear()
+        self._hist_sent.clear()
+        self._overdrive_from = now
         self._overdrive_streak = 0
         self._brake_since = None
         self.queue = None

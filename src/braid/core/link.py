@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
 from .replay import SEQ_MOD, seq_diff
-from .windowed import WindowedMin
+from .windowed import WindowedMax, WindowedMin
 
 FEEDBACK_INTERVAL = 0.020  # receiver reports per link at most this often while data flows
 PROBE_INTERVAL = 0.100  # keepalive probe on a link idle this long
@@ -30,6 +30,7 @@ IDLE_PROBE = 1.0
 STANDBY_PROBE = 20.0
 STANDBY_SUSPECT_PROBE = 1.0  # a standby link that went quiet: probed this often to see it back
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
+PEAK_WINDOW = 30.0  # seconds of capacity estimates a far link is judged by (bond.FAR_SHARE)
 
 
 PRIMARY, BACKUP = "primary", "backup"
@@ -108,6 +109,7 @@ class Link:
         self.rttvar = 0.0
         self.min_rtt = WindowedMin(OWD_BASE_WINDOW)
         self.est = RateEstimator(now)
+        self._peak = WindowedMax(PEAK_WINDOW)  # capacity estimates, for judging a far link
         self.owd_base = WindowedMin(OWD_BASE_WINDOW)
         self.owd_recent: int | None = None
         self.loss = 0.0
@@ -174,7 +176,7 @@ class Link:
                 return None
             self.tx_health = Health.UP
             self.tx_clock = now
-            self.est.on_readmitted()
+            self.est.on_readmitted(now)
             return self.tx_health
         if self.tx_health is Health.UP:
             self.tx_health = Health.SUSPECT
@@ -206,7 +208,7 @@ class Link:
             self._fire(HealthEvent.HEARD_ENOUGH)
             self.ever_up = True
             self.tx_clock = now
-            self.est.on_readmitted()
+            self.est.on_readmitted(now)
             return self.health
         return None
 
@@ -243,7 +245,9 @@ class Link:
         rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
         if 0 < rtt_us < 10_000_000:
             self._on_rtt(now, rtt_us / 1e6)
-        self.est.on_delivery(now, rx_time_us, self._credited_rx(rx_bytes), self.tx_bytes)
+        age_us = (now_us - echo_ts) & (SEQ_MOD - 1)
+        sent_at = now - age_us / 1e6 if age_us < 10_000_000 else None
+        self.est.on_delivery(now, rx_time_us, self._credited_rx(rx_bytes), sent_at)
         self.owd_recent = owd_min_us
         self.owd_base.update(now, owd_min_us)
         queue = self.queue_delay()
@@ -258,6 +262,7 @@ class Link:
         self._on_loss(rx_packets, highest_counter)
         self.est.on_phase_clock(now, self.srtt)
         self.refresh()
+        self._peak.update(now, self.capacity())
 
     def on_sent(self, size: int, now: float, data: bool) -> None:
         """A datagram of `size` wire bytes left on this link (`data`: it carried data or
@@ -265,6 +270,7 @@ class Link:
         self.tx_packets += 1
         self.tx_bytes += size
         self.last_tx = now
+        self.est.on_sent(now, self.tx_bytes)
         if data:
             self.last_data_tx = now
 
@@ -337,6 +343,10 @@ class Link:
 
     def capacity(self) -> float:
         return self.est.capacity()
+
+    def peak_capacity(self) -> float:
+        """The highest capacity estimate of the last PEAK_WINDOW of feedback."""
+        return max(self.capacity(), self._peak.get(0.0))
 
     def warming(self, now: float) -> bool:
         """Up, not yet measured, and within its warm-up: padding fills what data leaves."""
