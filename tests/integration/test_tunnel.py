@@ -481,3 +481,46 @@ bind = "up0"
         ns.run("site", ["iperf3", "-c", "10.79.0.1", "-n", "4M", "-J"], timeout=60)
         server.wait(timeout=10)
         assert fragmented() - before > 100
+
+
+def test_a_client_reload_removes_and_adds_links_and_loses_no_ping(tunnel):
+    """l1 removed and l2 added on its uplink, then back: the other link carries on, both
+    ends agree on the links, and not one ping is lost."""
+    cfg = tunnel.dir / "client.toml"
+    text = cfg.read_text()
+    reload = [*BRAID, "reload", "-s", str(tunnel.dir / "cl.sock")]
+    ping = tunnel.ns.popen("site", ["ping", "-n", "-q", "-i", "0.05", "-c", "100", "10.77.0.1"],
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    try:
+        cfg.write_text(text.replace('name = "l1"', 'name = "l2"'))
+        out = tunnel.ns.run("site", reload)
+        assert "link l2 added" in out.stdout and "link l1 removed" in out.stdout, out.stdout
+
+        def both_ends_show_l0_l2_up() -> bool:
+            gw = tunnel.ns.run("gw", [*BRAID, "status", "--json", "-s", str(tunnel.dir / "gw.sock")])
+            ends = [tunnel.status()["peers"][0]["links"], json.loads(gw.stdout)["peers"][0]["links"]]
+            return all([(lk["name"], lk["state"]) for lk in links] == [("l0", "up"), ("l2", "up")]
+                       for links in ends)
+        _wait_for(both_ends_show_l0_l2_up, 5, "links l0 and l2 up at both ends")
+    finally:
+        cfg.write_text(text)
+    out = tunnel.ns.run("site", reload)
+    assert "link l1 added" in out.stdout and "link l2 removed" in out.stdout, out.stdout
+    summary, _ = ping.communicate(timeout=30)
+    loss = re.search(r"(\d+(?:\.\d+)?)% packet loss", summary)
+    print(f"pings through two client reloads (a link removed, another added): "
+          f"{loss.group(0) if loss else summary}")
+    assert loss is not None and float(loss.group(1)) == 0.0
+    _wait_for(lambda: [lk["state"] for lk in tunnel.status()["peers"][0]["links"]] == ["up", "up"],
+              5, "both original links up again")
+    # a role changed live: l1 a backup, standing by while l0 works, then a primary again
+    try:
+        cfg.write_text(text.replace('bind = "up1"\nrole = "primary"', 'bind = "up1"\nrole = "backup"'))
+        out = tunnel.ns.run("site", reload)
+        assert "link l1 now backup" in out.stdout, out.stdout
+        _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 standing by")
+    finally:
+        cfg.write_text(text)
+    tunnel.ns.run("site", reload)
+    _wait_for(lambda: not tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 active again")

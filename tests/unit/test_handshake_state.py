@@ -132,3 +132,17 @@ def test_a_late_answer_to_a_rekey_after_the_keys_expired_establishes_again():
     assert pair.client.state is ESTABLISHED
     pair.transport_from_gateway()
     assert pair.client.peer.stats.rx_datagrams >= 1
+
+
+def test_the_link_table_may_have_gaps_but_not_at_the_sender_nor_twice():
+    """A link removed live leaves its id unused ("") so the others keep theirs."""
+    import pytest
+
+    from braid.core.handshake import InitPayload
+    from braid.core.wire import WireError
+
+    names = ("fibre", "", "wifi")
+    assert InitPayload.decode(InitPayload(1, 2, 2, names).encode()).link_names == names
+    for bad in (InitPayload(1, 2, 1, names), InitPayload(1, 2, 0, ("a", "a"))):
+        with pytest.raises(WireError):
+            InitPayload.decode(bad.encode())

@@ -110,6 +110,7 @@ class Bond:
         self.scheduler = make_scheduler(scheduler)
         self.queue_limit = queue_limit
         self.warmup = warmup
+        self._outer_ipv6 = outer_ipv6
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
         self._sealing = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN
         # the largest packet carried whole on every link: a fragment fits any link it is
@@ -142,6 +143,46 @@ class Bond:
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
              "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited"), 0)
+
+    def set_links(self, configs: list[LinkConfig], now: float) -> tuple[list[str], list[str]]:
+        """Links added, removed or given a new role while the tunnel runs (a reload): the
+        links that stay keep their state; a removed link's queue and unacknowledged packets
+        move to the others, as in a failover. Returns the names added and removed."""
+        wanted = {c.link_id: c for c in configs}
+        gone = [lk for lk in self.links
+                if lk.id not in wanted or wanted[lk.id].name != lk.name]
+        kept = {lk.id: lk for lk in self.links if lk not in gone}
+        moved: list[Item] = []
+        resend: list[Item] = []
+        for link in gone:  # taken first: a new link may reuse the id
+            moved += [(f, fs, sq, p, r) for _, f, fs, sq, p, r in self._queues.pop(link.id)]
+            resend += self._history.take_unacknowledged(link.id, now)
+            self._history.drop_link(link.id)
+        added: list[str] = []
+        links: list[Link] = []
+        for c in sorted(configs, key=lambda c: c.link_id):
+            old = kept.get(c.link_id)
+            if old is None:
+                old = Link(c, now)
+                self._queues[c.link_id] = deque()
+                self._history.add_link(c.link_id)
+                added.append(c.name)
+            elif old.config != c:
+                old.config, old.role = c, c.role
+            links.append(old)
+        self.links = links
+        self._by_id = {link.id: link for link in links}
+        self._whole_max = min(wire.whole_mtu(link.config.mtu, self._outer_ipv6) for link in links)
+        self._bulk_links_at = -1.0
+        if self._reserved in gone:
+            self._reserved = None
+        if resend:
+            self._resend(resend, now)
+        for item in moved:
+            size = self._data_size(len(item[3]))
+            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
+        self._update_modes(now)
+        return added, [link.name for link in gone]
 
     # ------------------------------------------------------------------ helpers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import noise, wire
 from .classify import link_scoped_v6
@@ -19,7 +19,7 @@ from .handshake import (
     handshake_state,
 )
 from .link import IDLE_PROBE, LinkConfig
-from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer
+from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer, link_table
 
 Random = Callable[[int], bytes]
 UNANSWERED_TELL = 5.0  # seconds of unanswered handshakes before the client says so
@@ -60,6 +60,18 @@ class ClientCore:
         self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed", "bad_mac",
                                        "cookies", "no_session", "handshakes", "link_local_dropped"), 0)
         self.events: list[str] = []
+        self._announce = False  # the links changed: handshake now to tell the gateway
+
+    def set_links(self, links: list[LinkConfig], now: float) -> tuple[list[str], list[str]]:
+        """Links added, removed or given new roles while running (a reload). The gateway
+        learns the new set from a handshake started at once; the session and the links that
+        stay carry on meanwhile. Returns the names added and removed."""
+        self.params = replace(self.params, links=tuple(links))
+        added, removed = self.peer.set_links(links, link_table(links), now)
+        if added or removed:
+            self._announce = True
+            self._next_attempt = now
+        return added, removed
 
     # ------------------------------------------------------------------ outputs
 
@@ -87,7 +99,7 @@ class ClientCore:
         link (it restarted, or every path died): data is the heartbeat, since both ends probe
         each link at least every PROBE_INTERVAL."""
         current = self.peer.current
-        return (current is None or current.needs_rekey(now)
+        return (current is None or current.needs_rekey(now) or self._announce
                 or now >= self.peer.last_authenticated + self._silence_limit(now))
 
     def _silence_limit(self, now: float) -> float:
@@ -98,7 +110,7 @@ class ClientCore:
     def _send_initiations(self, now: float) -> None:
         index = struct.unpack("!I", self._random(4))[0]
         wall = self._wall_us(now)
-        names = tuple(c.name for c in self.params.links)
+        names = link_table(list(self.params.links))
         self._pending = {}
         resting = self._resting_links()
         for link in self.params.links:
@@ -153,6 +165,7 @@ class ClientCore:
             return
         self._answered = set(self._pending)
         self._pending = {}
+        self._announce = False
         self._silence_told = False
         self.counters["handshakes"] += 1
         if self.peer.set_remote_instance(resp.instance):
@@ -234,5 +247,5 @@ class ClientCore:
             return self._next_attempt
         due = min(current.created + REKEY_AFTER_TIME,
                   self.peer.last_authenticated + self._silence_limit(self.peer.bond.now))
-        rekey = max(self._next_attempt, due)
+        rekey = self._next_attempt if self._announce else max(self._next_attempt, due)
         return min(self.peer.bond.next_deadline(), rekey)

@@ -261,12 +261,16 @@ class GatewayCore:
 
     def _peer_for(self, client: ClientEntry, payload: InitPayload, now: float) -> Peer:
         peer = self.peers.get(client.name)
-        if peer is None or peer.link_names != payload.link_names:
-            if peer is not None:
-                for kp in peer.keypairs():
-                    self._index.pop(kp.local_index, None)
-            links = [LinkConfig(name, i, self.params.link_mtu)
-                     for i, name in enumerate(payload.link_names)]
+        links = [LinkConfig(name, i, self.params.link_mtu)
+                 for i, name in enumerate(payload.link_names) if name]
+        if peer is not None and peer.link_names != payload.link_names:
+            # the client's links changed (a reload, or a restart with another config): the
+            # links it keeps keep their state, and so does the session
+            added, removed = peer.set_links(links, payload.link_names, now)
+            self.events.append(f"{client.name}: links now {', '.join(lk.name for lk in links)}"
+                               + (f"; added {', '.join(added)}" if added else "")
+                               + (f"; removed {', '.join(removed)}" if removed else ""))
+        if peer is None:
             peer = Peer(client.name, links, now, scheduler=self.params.scheduler,
                         queue_limit=self.params.queue_limit, outer_ipv6=self.params.outer_ipv6,
                         learns_addresses=True, warmup=self.params.warmup, random=self._random)

@@ -23,7 +23,7 @@ class InitPayload:
     wall_us: int  # strictly increasing per client: stops replay of old initiations
     instance: int  # random per client process: a change means the client restarted
     link_id: int  # the link this initiation was sent on
-    link_names: tuple[str, ...]
+    link_names: tuple[str, ...]  # by link id; "" for an id not in use (a link removed live)
 
     def encode(self) -> bytes:
         out = struct.pack("!QIBB", self.wall_us, self.instance, self.link_id, len(self.link_names))
@@ -45,12 +45,14 @@ class InitPayload:
                 raise WireError("initiation payload truncated")
             n = raw[pos]
             name = raw[pos + 1 : pos + 1 + n]
-            if not LINK_NAME.fullmatch(name):  # it reaches logs and status: no control chars
+            if n and not LINK_NAME.fullmatch(name):  # it reaches logs and status: no control chars
                 raise WireError("link name is not 1-32 letters, digits, _ . -")
             names.append(name.decode())
             pos += 1 + n
         if pos != len(raw):
             raise WireError("initiation payload has trailing bytes")
+        if not names[link_id] or len(set(names) - {""}) != sum(1 for n in names if n):
+            raise WireError("initiation payload names its own link \"\" or a link twice")
         return cls(wall, instance, link_id, tuple(names))
 
 

@@ -58,6 +58,15 @@ class SendHistory:
         return [e.take() for c, e in self._sent[link_id].items()
                 if c > acked and not e.resent and now - e.t < RESEND_AGE]
 
+    def add_link(self, link_id: int) -> None:
+        self._sent.setdefault(link_id, {})
+        self._order.setdefault(link_id, deque())
+        self._acked.setdefault(link_id, -1)
+
+    def drop_link(self, link_id: int) -> None:
+        for table in (self._sent, self._order, self._acked):
+            table.pop(link_id, None)
+
     def forget(self) -> None:
         """New keys restart the counters: the history no longer matches them."""
         for link_id in self._sent:

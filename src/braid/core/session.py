@@ -82,6 +82,14 @@ class Keypair:
         return now - self.created > REJECT_AFTER_TIME
 
 
+def link_table(links: list[LinkConfig]) -> tuple[str, ...]:
+    """Link names by link id, "" for an id not in use (as the initiation carries them)."""
+    names = [""] * (max((c.link_id for c in links), default=-1) + 1)
+    for c in links:
+        names[c.link_id] = c.name
+    return tuple(names)
+
+
 @dataclass(slots=True)
 class PeerStats:
     rx_datagrams: int = 0
@@ -103,7 +111,7 @@ class Peer:
         from, validated as core/sources.py says (`random` makes its tokens)."""
         self.name = name
         self.learns_addresses = learns_addresses  # gateway: reply to authenticated sources
-        self.link_names = tuple(c.name for c in links)
+        self.link_names = link_table(links)
         self.bond = Bond(links, now, self._seal, scheduler=scheduler, queue_limit=queue_limit,
                          outer_ipv6=outer_ipv6, warmup=warmup, decides_standby=not learns_addresses)
         self.current: Keypair | None = None
@@ -119,6 +127,17 @@ class Peer:
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
         self._last_recv_keys: Keypair | None = None
         self.last_authenticated = now  # when a datagram from the peer last opened (or keys came)
+
+    def set_links(self, links: list[LinkConfig], names: tuple[str, ...], now: float
+                  ) -> tuple[list[str], list[str]]:
+        """The peer's links changed live (`names`: by link id, "" where none): see
+        Bond.set_links; a removed link's addresses are forgotten."""
+        added, removed = self.bond.set_links(links, now)
+        for link_id, name in enumerate(self.link_names):
+            if name and (link_id >= len(names) or names[link_id] != name):
+                self.sources.forget_link(link_id)
+        self.link_names = names
+        return added, removed
 
     @property
     def established(self) -> bool:

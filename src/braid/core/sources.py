@@ -58,6 +58,11 @@ class Sources:
     def addresses(self, link_id: int) -> list[Address]:
         return list(self._by_link.get(link_id, {}))
 
+    def forget_link(self, link_id: int) -> None:
+        """The link was removed: its addresses are no longer the peer's."""
+        for table in (self._by_link, self._fresh, self._fresh_at, self._rr):
+            table.pop(link_id, None)
+
     def validated(self, addr: Address) -> bool:
         return any(s.validated for srcs in self._by_link.values()
                    for a, s in srcs.items() if a == addr)

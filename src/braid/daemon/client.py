@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from braid.config import ClientConfig, ConfigError, load_client
+from braid.config import ClientConfig, ConfigError, LinkSpec, load_client
 from braid.control.prometheus import MetricsServer
 from braid.control.server import ControlServer
 from braid.core.client import ClientCore, ClientParams
+from braid.core.handshake import MAX_LINKS
 from braid.core.link import LinkConfig
 from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup
@@ -43,11 +44,9 @@ class ClientDaemon(DaemonBase):
         self.cfg = cfg
         family, self.remote = self._resolve()
         outer_v6 = family == socket.AF_INET6
-        link_cfgs = []
-        for i, spec in enumerate(cfg.links):
-            mtu = spec.mtu or interface_mtu(spec.bind) or 1500
-            link_cfgs.append(LinkConfig(spec.name, i, mtu, spec.role))
-        link_mtu = min(lc.mtu for lc in link_cfgs)  # every datagram must fit every link
+        self._ids = {spec.name: i for i, spec in enumerate(cfg.links)}  # kept across reloads
+        link_cfgs = [self._link_config(spec) for spec in cfg.links]
+        self.link_mtu = link_mtu = min(lc.mtu for lc in link_cfgs)  # every datagram fits every link
         self.mtu = tun_mtu(link_mtu, outer_v6, cfg.fragments)
         now = time.monotonic()
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
@@ -58,7 +57,8 @@ class ClientDaemon(DaemonBase):
         try:
             self.host = HostSetup(cfg.tun, cfg.table)
             self.host.remove_leftovers()
-            self.uplinks = Uplinks([(s.name, s.bind, s.sockets) for s in cfg.links], family,
+            self.uplinks = Uplinks([(self._ids[s.name], s.name, s.bind, s.sockets) for s in cfg.links],
+                                   family,
                                    self.remote, cfg.fwmark if cfg.routes else None,
                                    self._register, self._unregister)
             self.opened(self.uplinks.close)
@@ -83,6 +83,14 @@ class ClientDaemon(DaemonBase):
         except Exception:
             self.close()
             raise
+
+    def _link_config(self, spec: LinkSpec) -> LinkConfig:
+        mtu = spec.mtu or interface_mtu(spec.bind) or 1500
+        return LinkConfig(spec.name, self._ids[spec.name], mtu, spec.role)
+
+    def _name(self, link_id: int) -> str:
+        link = self.core.peer.bond.link(link_id)
+        return link.name if link is not None else f"#{link_id}"
 
     def _resolve(self) -> tuple[int, tuple]:
         """The endpoint's address; a name that does not resolve yet (DNS not up at boot) is
@@ -153,7 +161,7 @@ class ClientDaemon(DaemonBase):
         recvmsg = sock.recvmsg
         wall = time.time
         faults = self.loop.faults
-        where = f"a datagram on link {self.cfg.links[link_id].name}"
+        where = f"a datagram on link {self._name(link_id)}"
 
         def read(now: float) -> None:
             offset = now - wall()
@@ -181,7 +189,7 @@ class ClientDaemon(DaemonBase):
                 try:
                     send(dg.link_id, dg.data)
                 except OSError as exc:
-                    self.send_error(self.cfg.links[dg.link_id].name, exc)
+                    self.send_error(self._name(dg.link_id), exc)
             out.clear()
 
     def _flush(self, now: float) -> None:
@@ -195,23 +203,69 @@ class ClientDaemon(DaemonBase):
         self._check_host(now)
 
     def reload(self) -> dict[str, Any]:
-        """SIGHUP or `braid reload`: the new config is checked and what changed is named; the
-        client applies it at its next start (links are not yet added or removed live)."""
+        """SIGHUP or `braid reload`: the new config is checked, then its links are applied
+        live (added, removed, re-bound, new roles) while the other links carry on; any
+        other change is named and waits for a restart."""
         if self.config_path is None:
             return {"ok": False, "error": "no config file to re-read"}
         try:
             new = load_client(self.config_path)
+            changes = self._reload_links(new)
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return {"ok": False, "error": str(exc)}
+        self.cfg = dataclasses.replace(self.cfg, links=new.links)
         changed = [f.name for f in dataclasses.fields(new)
                    if getattr(new, f.name) != getattr(self.cfg, f.name)]
         if changed:
             log.warning("reload: %s changed; the client applies that at a restart (the running "
                         "config stays)", ", ".join(changed))
-        else:
+        if changes:
+            log.info("reload: %s", "; ".join(changes))
+        elif not changed:
             log.info("reload: %s unchanged", self.config_path)
-        return {"ok": True, "changes": [], "needs_restart": changed}
+        return {"ok": True, "changes": changes, "needs_restart": changed}
+
+    def _reload_links(self, new: ClientConfig) -> list[str]:
+        """Apply the new config's links; raises ConfigError (nothing applied) if one cannot
+        be. A link keeps its id while its name stays; a new one takes the lowest free id."""
+        ids = {spec.name: self._ids[spec.name] for spec in new.links if spec.name in self._ids}
+        # not an id just removed either: its datagrams in flight would count for the new link
+        free = (i for i in range(MAX_LINKS) if i not in ids.values() and i not in self._ids.values())
+        for spec in new.links:
+            if spec.name not in ids:
+                ids[spec.name] = next(free, MAX_LINKS)
+                if ids[spec.name] == MAX_LINKS:
+                    raise ConfigError(f"{self.config_path}: link {spec.name}: no free link id "
+                                      "(restart to renumber)")
+        old_ids, self._ids = self._ids, ids
+        try:
+            configs = [self._link_config(spec) for spec in new.links]
+        finally:
+            self._ids = old_ids
+        for c in configs:
+            if c.mtu < self.link_mtu:
+                raise ConfigError(f"{self.config_path}: link {c.name}: MTU {c.mtu} is below the "
+                                  f"tunnel's links' {self.link_mtu}: it needs a restart")
+        old = {spec.name: spec for spec in self.cfg.links}
+        changes = []
+        for name, link_id in self._ids.items():
+            if name not in ids:
+                self.uplinks.remove(link_id)
+        for spec in new.links:
+            link_id = ids[spec.name]
+            if self.uplinks.spec(link_id) != (spec.name, spec.bind, spec.sockets):
+                if spec.name in old:
+                    changes.append(f"link {spec.name} re-bound to {spec.bind}")
+                self.uplinks.add(link_id, spec.name, spec.bind, spec.sockets)
+            if spec.name in old and old[spec.name].role != spec.role:
+                changes.append(f"link {spec.name} now {spec.role}")
+        self._ids = ids
+        added, removed = self.core.set_links(configs, time.monotonic())
+        changes += [f"link {n} added" for n in added] + [f"link {n} removed" for n in removed]
+        if self.cfg.kill_switch and self.cfg.routes and changes:
+            self.host.kill_switch(self.uplinks.interfaces(), self.cfg.fwmark)
+        return changes
 
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") == "reload":

@@ -229,10 +229,13 @@ class HostSetup:
         """Drop what would leave through an uplink unmarked: only braid's own UDP, DHCP and
         IPv6 neighbour discovery go out there directly."""
         table = nft_name("braid_ks", self.tun)
+        undo = ("nft", "delete", "table", "inet", table)
+        # again (a reload changed the uplinks): replaced in one transaction, no gap to leak in
+        replace = f"table inet {table} {{}}\ndelete table inet {table}\n" if undo in self._undo else ""
         names = ", ".join(f'"{u}"' for u in sorted(set(uplinks)))
         allow = ("udp sport 68 udp dport 67 accept\n    udp sport 546 udp dport 547 accept\n    "
                  "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept")
-        _run(("nft", "-f", "-"), f"""table inet {table} {{
+        _run(("nft", "-f", "-"), replace + f"""table inet {table} {{
   chain output {{
     type filter hook output priority filter; policy accept;
     oifname {{ {names} }} meta mark != {fwmark} jump guard
@@ -247,7 +250,8 @@ class HostSetup:
   }}
 }}
 """)
-        self._undo.append(("nft", "delete", "table", "inet", table))
+        if not replace:
+            self._undo.append(undo)
 
     # --------------------------------------------------------------- gateway NAT
 

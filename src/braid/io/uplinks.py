@@ -64,14 +64,15 @@ class Uplink:
 
 
 class Uplinks:
-    def __init__(self, links: list[tuple[str, str, int]], family: int, remote: tuple,
+    def __init__(self, links: list[tuple[int, str, str, int]], family: int, remote: tuple,
                  fwmark: int | None, register: Callable[[socket.socket, int], None],
                  unregister: Callable[[socket.socket], None]) -> None:
-        """`links`: (name, bind, sockets) per link id; `register(sock, link_id)` adds a socket
-        to the event loop, `unregister(sock)` removes it."""
+        """`links`: (link id, name, bind, sockets) each; `register(sock, link_id)` adds a
+        socket to the event loop, `unregister(sock)` removes it."""
         self.family, self.remote, self.fwmark = family, remote, fwmark
         self._register, self._unregister = register, unregister
-        self.links = [Uplink(i, name, bind, count) for i, (name, bind, count) in enumerate(links)]
+        self.links: dict[int, Uplink] = {i: Uplink(i, name, bind, count)
+                                         for i, name, bind, count in links}
         self.reopened = 0
         self.unbound_drops = 0  # datagrams for a link with no socket
 
@@ -141,12 +142,27 @@ class Uplinks:
     # ------------------------------------------------------------------ public
 
     def open_all(self) -> None:
-        for up in self.links:
+        for up in self.links.values():
             self._open(up)
+
+    def add(self, link_id: int, name: str, bind: str, count: int) -> None:
+        """A link added live (a reload): opened now if it can be, else retried."""
+        self.remove(link_id)
+        self.links[link_id] = up = Uplink(link_id, name, bind, count)
+        self._open(up)
+
+    def remove(self, link_id: int) -> None:
+        up = self.links.pop(link_id, None)
+        if up is not None:
+            self._close(up)
+
+    def spec(self, link_id: int) -> tuple[str, str, int] | None:
+        up = self.links.get(link_id)
+        return None if up is None else (up.name, up.bind, up.count)
 
     def check(self) -> None:
         """Re-bind every uplink whose interface or address changed; open those not open."""
-        for up in self.links:
+        for up in self.links.values():
             if up.sockets:
                 why = self._stale(up)
                 if why is None:
@@ -157,11 +173,11 @@ class Uplinks:
             self._open(up)
 
     def all_open(self) -> bool:
-        return all(up.sockets for up in self.links)
+        return all(up.sockets for up in self.links.values())
 
     def send(self, link_id: int, data: bytes) -> None:
-        up = self.links[link_id]
-        if not up.sockets:
+        up = self.links.get(link_id)
+        if up is None or not up.sockets:
             self.unbound_drops += 1
             return
         up.rr += 1
@@ -170,17 +186,18 @@ class Uplinks:
     def interfaces(self) -> list[str]:
         """The uplinks' interface names (for the kill switch), bound by address or not."""
         out = []
-        for up in self.links:
+        for up in self.links.values():
             name = interface_of_address(up.bind) if is_address(up.bind) else up.bind
             if name:
                 out.append(name)
         return out
 
     def local_address(self, link_id: int) -> str | None:
-        return self.links[link_id].source
+        up = self.links.get(link_id)
+        return None if up is None else up.source
 
     def close(self) -> None:
-        for up in self.links:
+        for up in self.links.values():
             self._close(up)
 
 
