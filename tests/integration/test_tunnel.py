@@ -524,3 +524,35 @@ def test_a_client_reload_removes_and_adds_links_and_loses_no_ping(tunnel):
         cfg.write_text(text)
     tunnel.ns.run("site", reload)
     _wait_for(lambda: not tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 active again")
+
+
+_LOOP_SENDER = r"""
+import socket, struct, sys
+src, dst, sport, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+payload = b"\x03" + bytes(99)  # what a transport datagram would start with
+udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"braid-cl0")
+for _ in range(3):
+    s.sendto(ip + udp, (dst, 0))
+"""
+
+
+def test_a_routing_loop_stops_the_looping_link_not_the_lan(tunnel):
+    """Datagrams exactly like l1's own to the gateway, sent into the TUN (as a route through
+    the tunnel would send them): the client stops l1 with one log line naming it, drops
+    them, and l0 keeps carrying the tunnel."""
+    ss = tunnel.ns.run("site", ["ss", "-Hun", "state", "all", "dst", f"{GW_ADDR}"]).stdout
+    ports = re.findall(r"10\.201\.1\.1(?:%\S+)?:(\d+)\s", ss)
+    assert ports, ss
+    before = tunnel.status()["counters"].get("link_loops", 0)
+    tunnel.ns.run("site", [sys.executable, "-c", _LOOP_SENDER, "10.201.1.1", GW_ADDR, ports[0], "7000"])
+    _wait_for(lambda: tunnel.status()["counters"]["link_loops"] == before + 1, 3, "the loop seen")
+    lines = [line for line in (tunnel.dir / "client.log").read_text().splitlines()
+             if "came back through" in line]
+    print(lines[-1] if lines else "no log line")
+    assert len(lines) == 1 and "link l1:" in lines[0]
+    assert tunnel._pings()  # the LAN still has its tunnel, over l0
+    _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["state"] != "up", 3, "l1 stopped")

@@ -28,6 +28,7 @@ log = logging.getLogger("braid.client")
 
 
 RESOLVE_RETRY = 2.0  # seconds between attempts to resolve the gateway's endpoint at start
+LOOP_HOLD = 30.0  # seconds a link whose datagrams loop back through the tunnel stays stopped
 
 
 def _tunnel_only(routes: tuple, addresses: tuple) -> bool:
@@ -43,6 +44,7 @@ class ClientDaemon(DaemonBase):
         super().__init__()
         self.cfg = cfg
         family, self.remote = self._resolve()
+        self._remote_raw = socket.inet_pton(family, self.remote[0])
         outer_v6 = family == socket.AF_INET6
         self._ids = {spec.name: i for i, spec in enumerate(cfg.links)}  # kept across reloads
         link_cfgs = [self._link_config(spec) for spec in cfg.links]
@@ -179,7 +181,37 @@ class ClientDaemon(DaemonBase):
         return read
 
     def _on_tun(self, now: float) -> None:
-        read_tun(self.tun, self.core.on_tun_packet, self._send, now, self.loop.faults)
+        read_tun(self.tun, self._from_tun, self._send, now, self.loop.faults)
+
+    def _from_tun(self, packet: bytes, now: float) -> None:
+        if not self._looped(packet):
+            self.core.on_tun_packet(packet, now)
+
+    def _looped(self, packet: bytes) -> bool:
+        """One of our own datagrams to the gateway, read back from the TUN: a route sends
+        the tunnel's UDP into the tunnel. That link is stopped (LOOP_HOLD), with one log
+        line, so the loop cannot take the LAN down; the datagram is dropped."""
+        version = packet[0] >> 4
+        if version == 4:
+            if len(packet) < 28 or packet[9] != 17 or packet[16:20] != self._remote_raw:
+                return False
+            udp = (packet[0] & 15) * 4
+        elif version == 6:
+            if len(packet) < 48 or packet[6] != 17 or packet[24:40] != self._remote_raw:
+                return False
+            udp = 40
+        else:
+            return False
+        if int.from_bytes(packet[udp + 2 : udp + 4]) != self.remote[1]:
+            return False
+        link_id = self.uplinks.link_of_port(int.from_bytes(packet[udp : udp + 2]))
+        if link_id is None:
+            return False
+        self.uplinks.hold(link_id, LOOP_HOLD)
+        log.error("link %s: its own datagrams to the gateway came back through %s (a routing "
+                  "loop: a route sends %s through the tunnel); link stopped for %.0f s",
+                  self._name(link_id), self.cfg.tun, self.remote[0], LOOP_HOLD)
+        return True
 
     def _send(self) -> None:
         out = self.core.datagrams
@@ -273,7 +305,7 @@ class ClientDaemon(DaemonBase):
         if request.get("cmd") != "status":
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}"}
         counters = dict(self.core.counters, link_unbound=self.uplinks.unbound_drops,
-                        links_rebound=self.uplinks.reopened)
+                        links_rebound=self.uplinks.reopened, link_loops=self.uplinks.loops)
         reply = self.status_reply(self.tun, self.mtu, counters, [self.core.peer],
                                   handshake=self.core.state.value)
         for peer in reply["peers"]:

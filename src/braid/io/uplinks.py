@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class Uplink:
     source: str | None = None  # their local address
     reason: str | None = None  # why the link is not open (logged once)
     rr: int = 0
+    held_until: float = -1.0  # stopped (its datagrams looped back through the tunnel) until
 
 
 class Uplinks:
@@ -75,6 +77,8 @@ class Uplinks:
                                          for i, name, bind, count in links}
         self.reopened = 0
         self.unbound_drops = 0  # datagrams for a link with no socket
+        self.loops = 0  # times a link was stopped: its own datagrams came back from the TUN
+        self._ports: dict[int, int] = {}  # local port of each open socket -> link id
 
     # ------------------------------------------------------------------ state
 
@@ -105,11 +109,15 @@ class Uplinks:
     def _close(self, up: Uplink) -> None:
         for sock in up.sockets:
             self._unregister(sock)
+            with contextlib.suppress(OSError):
+                self._ports.pop(sock.getsockname()[1], None)
             sock.close()
         up.sockets = []
         up.ifindex = up.source = None
 
     def _open(self, up: Uplink) -> bool:
+        if time.monotonic() < up.held_until:
+            return False
         try:
             index, _ = self._identity(up)
             device = None
@@ -133,6 +141,7 @@ class Uplinks:
         up.source = socks[0].getsockname()[0] if socks else None
         for sock in socks:
             self._register(sock, up.link_id)
+            self._ports[sock.getsockname()[1]] = up.link_id
         if up.reason is not None:
             log.info("link %s: %s usable again (from %s)", up.name, up.bind, up.source)
             self.reopened += 1
@@ -155,6 +164,21 @@ class Uplinks:
         up = self.links.pop(link_id, None)
         if up is not None:
             self._close(up)
+
+    def link_of_port(self, port: int) -> int | None:
+        """The link whose socket has this local port, if any."""
+        return self._ports.get(port)
+
+    def hold(self, link_id: int, seconds: float) -> None:
+        """Stop a link for a while (its datagrams loop back through the tunnel): its sockets
+        close, and it is opened again after `seconds` (the loop may have been mended)."""
+        up = self.links.get(link_id)
+        if up is None:
+            return
+        self._close(up)
+        up.held_until = time.monotonic() + seconds
+        up.reason = "routing loop"
+        self.loops += 1
 
     def spec(self, link_id: int) -> tuple[str, str, int] | None:
         up = self.links.get(link_id)
