@@ -44,8 +44,8 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 class Tunnel:
-    def __init__(self, ns: Namespaces, workdir: Path, roles: tuple[str, ...] = ("primary", "primary")
-                 ) -> None:
+    def __init__(self, ns: Namespaces, workdir: Path, roles: tuple[str, ...] = ("primary", "primary"),
+                 endpoint: str = GW_ADDR) -> None:
         self.ns, self.dir = ns, workdir
         ns.add("site")
         ns.add("gw")
@@ -80,7 +80,7 @@ control = "{workdir}/cl.sock"
 metrics = "127.0.0.1:9477"
 [gateway]
 public_key = "{gp}"
-endpoint = "{GW_ADDR}:7000"
+endpoint = "{endpoint}:7000"
 ''' + links)
         self.gw_log = open(workdir / "gateway.log", "w")  # noqa: SIM115
         self.cl_log = open(workdir / "client.log", "w")  # noqa: SIM115

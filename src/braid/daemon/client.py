@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from braid.core.link import LinkConfig
 from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup
 from braid.io.netlink import NetlinkError, interface_mtu
-from braid.io.udp import ANCILLARY, resolve, rx_stamp
+from braid.io.udp import ANCILLARY, is_address, resolve, rx_stamp
 from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
@@ -29,6 +30,10 @@ log = logging.getLogger("braid.client")
 
 RESOLVE_RETRY = 2.0  # seconds between attempts to resolve the gateway's endpoint at start
 LOOP_HOLD = 30.0  # seconds a link whose datagrams loop back through the tunnel stays stopped
+# an endpoint given by name is resolved again when no link has heard the gateway for
+# RERESOLVE_AFTER seconds (its address may have changed), at most every RERESOLVE_EVERY
+RERESOLVE_AFTER = 3.0
+RERESOLVE_EVERY = 10.0
 
 
 def _tunnel_only(routes: tuple, addresses: tuple) -> bool:
@@ -56,6 +61,10 @@ class ClientDaemon(DaemonBase):
         self.core = ClientCore(params, now, random=os.urandom, wall_offset=time.time() - now)
         self._next_check = now + RETRY
         self._host_changed = False
+        self._family = family
+        self._next_resolve = now
+        self._resolving = False
+        self._resolved: tuple[int, tuple] | OSError | None = None  # from the resolver thread
         try:
             self.host = HostSetup(cfg.tun, cfg.table)
             self.host.remove_leftovers()
@@ -110,6 +119,36 @@ class ClientDaemon(DaemonBase):
                     told = reason
                 if self.loop.wait_for_signal(RESOLVE_RETRY):
                     raise OSError(f"stopped before the gateway endpoint {host} resolved") from None
+
+    def _maybe_reresolve(self, now: float) -> None:
+        """No link has heard the gateway for a while and its endpoint is a name: look it
+        up again, in a thread (a resolver can block for seconds), and follow a new address."""
+        host, port = self.cfg.endpoint
+        result, self._resolved = self._resolved, None
+        if isinstance(result, OSError):
+            log.warning("gateway endpoint %s: cannot resolve again (%s)", host, result.strerror or result)
+        elif result is not None:
+            family, remote = result
+            if family != self._family:
+                log.warning("gateway endpoint %s now resolves to %s, another address family: "
+                            "kept %s (a restart follows it)", host, remote[0], self.remote[0])
+            elif remote[0] != self.remote[0]:
+                log.info("gateway endpoint %s moved: %s -> %s", host, self.remote[0], remote[0])
+                self.remote, self._remote_raw = remote, socket.inet_pton(family, remote[0])
+                self.uplinks.set_remote(remote)
+        if (self._resolving or is_address(host) or now < self._next_resolve
+                or now - self.core.peer.last_authenticated < RERESOLVE_AFTER):
+            return
+        self._next_resolve = now + RERESOLVE_EVERY
+        self._resolving = True
+
+        def lookup() -> None:
+            try:
+                self._resolved = resolve(host, port)
+            except OSError as exc:
+                self._resolved = exc
+            self._resolving = False
+        threading.Thread(target=lookup, name="braid-resolve", daemon=True).start()
 
     def _set_up_routing(self) -> None:
         cfg = self.cfg
@@ -233,6 +272,7 @@ class ClientDaemon(DaemonBase):
         self.log_events([self.core.peer], self.core.events, name_peers=False)
         self.book.maybe_sample(now, [self.core.peer])
         self._check_host(now)
+        self._maybe_reresolve(now)
 
     def reload(self) -> dict[str, Any]:
         """SIGHUP or `braid reload`: the new config is checked, then its links are applied

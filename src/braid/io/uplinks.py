@@ -165,6 +165,14 @@ class Uplinks:
         if up is not None:
             self._close(up)
 
+    def set_remote(self, remote: tuple) -> None:
+        """The gateway's address changed (its name resolves elsewhere now): every socket is
+        connected again, to the new address."""
+        self.remote = remote
+        for up in self.links.values():
+            self._close(up)
+            self._open(up)
+
     def link_of_port(self, port: int) -> int | None:
         """The link whose socket has this local port, if any."""
         return self._ports.get(port)
