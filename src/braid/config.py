@@ -39,6 +39,8 @@ class LinkSpec:
     sockets: int
     mtu: int | None
     role: str = "primary"
+    cap_mb: int | None = None  # bytes allowed per cap period (MB = 10^6), then a backup
+    cap_reset_day: int = 1  # the day of the month a cap period starts
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class ClientConfig:
     kill_switch: bool = False
     forwarding: bool = True  # may set the forwarding sysctls while it runs
     metrics: tuple[str, int] | None = None  # Prometheus endpoint (off by default)
+    state_dir: str = "/var/lib/braid"  # kept across restarts: handshake timestamp, caps used
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,14 @@ def load_client(path: str | Path) -> ClientConfig:
         role = lr.get("role", str, "primary")
         if role not in ("primary", "backup"):
             raise lr.error("role", f"must be \"primary\" or \"backup\", got {role!r}")
+        cap_mb = lr.get("cap_mb", int, None)
+        if cap_mb is not None and not 1 <= cap_mb <= 10**9:
+            raise lr.error("cap_mb", "must be a number of MB from 1 to 10^9")
+        reset_day = lr.get("cap_reset_day", int, 1)
+        if not 1 <= reset_day <= 28:
+            raise lr.error("cap_reset_day", "must be a day of the month from 1 to 28")
         lr.finish()
-        links.append(LinkSpec(name, bind, sockets, mtu, role))
+        links.append(LinkSpec(name, bind, sockets, mtu, role, cap_mb, reset_day))
     if len(links) > 32:
         raise top.error("link", "at most 32 links")
     common = _common(c, "client")
@@ -349,7 +358,7 @@ def load_client(path: str | Path) -> ClientConfig:
         gateway_public_key=_key(g, "public_key"), endpoint=_hostport(g, "endpoint"),
         links=tuple(links), routes=routes, table=table, fwmark=fwmark,
         kill_switch=c.get("kill_switch", bool, False), forwarding=c.get("forwarding", bool, True),
-        **common)
+        state_dir=c.get("state_dir", str, "/var/lib/braid"), **common)
     c.finish()
     g.finish()
     return cfg

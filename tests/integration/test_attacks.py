@@ -61,6 +61,7 @@ address = "10.80.0.2/32"
 private_key = "{ck}"
 address = "10.80.0.2/24"
 control = "{workdir}/c.sock"
+state_dir = "{workdir}"
 [gateway]
 public_key = "{self.gw_public}"
 endpoint = "10.210.0.2:7000"

@@ -77,6 +77,7 @@ address = ["10.77.0.2/32", "fd77::2/128"]
 private_key = "{ck}"
 address = ["10.77.0.2/24", "fd77::2/64"]
 control = "{workdir}/cl.sock"
+state_dir = "{workdir}"
 metrics = "127.0.0.1:9477"
 [gateway]
 public_key = "{gp}"
@@ -373,6 +374,7 @@ CL6 = """[client]
 private_key = "{ck}"
 address = "10.78.0.2/24"
 control = "{dir}/c.sock"
+state_dir = "{dir}"
 [gateway]
 public_key = "{gp}"
 endpoint = "[fd00:201::2]:7000"
@@ -447,6 +449,7 @@ address = ["10.79.0.2/32", "10.90.0.0/24"]
 private_key = "{ck}"
 address = ["10.79.0.2/24"]
 control = "{tmp_path}/c.sock"
+state_dir = "{tmp_path}"
 [gateway]
 public_key = "{gp}"
 endpoint = "10.201.0.2:7000"
@@ -556,3 +559,27 @@ def test_a_routing_loop_stops_the_looping_link_not_the_lan(tunnel):
     assert len(lines) == 1 and "link l1:" in lines[0]
     assert tunnel._pings()  # the LAN still has its tunnel, over l0
     _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["state"] != "up", 3, "l1 stopped")
+
+
+def test_a_link_over_its_monthly_cap_turns_backup(tunnel):
+    """cap_mb = 1 given to l1 by a reload; a transfer crosses it: l1 stands by (the status
+    says why) and l0 carries on; the cap removed, l1 is a primary again."""
+    cfg = tunnel.dir / "client.toml"
+    text = cfg.read_text()
+    reload = [*BRAID, "reload", "-s", str(tunnel.dir / "cl.sock")]
+    try:
+        cfg.write_text(text.replace('bind = "up1"\nrole = "primary"\n',
+                                    'bind = "up1"\nrole = "primary"\ncap_mb = 1\n'))
+        tunnel.ns.run("site", reload)
+        tunnel.iperf("10.77.0.1", 3)
+        _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 standing by")
+        lk = tunnel.status()["peers"][0]["links"][1]
+        lines = [line for line in (tunnel.dir / "client.log").read_text().splitlines()
+                 if "monthly cap" in line]
+        print(f"l1 cap: {lk['cap']}; {lines[-1] if lines else 'no log line'}")
+        assert lk["cap"]["over"] and lk["cap"]["used_mb"] >= 1 and lines
+        assert tunnel._pings()
+    finally:
+        cfg.write_text(text)
+    tunnel.ns.run("site", reload)
+    _wait_for(lambda: not tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 active again")

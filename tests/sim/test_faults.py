@@ -270,3 +270,26 @@ def test_an_hour_of_traffic_and_outages_keeps_state_bounded():
     assert net.gateway.keypair_count() <= 3
     assert all(len(gw_peer.sources.addresses(i)) <= 4 for i in range(2))
     assert gw_peer.bond.reorder.held == 0
+
+
+@pytest.mark.parametrize("keep_state", [True, False])
+def test_a_client_restarted_with_its_clock_set_back(keep_state):
+    """Wall-clock jumps while running change nothing (handshake timestamps follow the
+    monotonic clock from the start); across a restart, a clock an hour behind makes every
+    new timestamp look older than the gateway's last, which it must refuse (a replay looks
+    the same). The client's state file keeps its last timestamp, so it connects at once;
+    without it the gateway refuses, and says why."""
+    net = _two_links()
+    ping = Pinger(net)
+    ping.run(5.0)
+    net.restart_client(clock_back=3600.0, keep_state=keep_state)
+    ping.run(12.0)
+    refused = [e for e in net.gateway.events if "clock was set back" in e]
+    if keep_state:
+        outage = ping.outage_after(5.0)
+        print(f"client restarted with its clock an hour back, state kept: traffic back after "
+              f"{outage * 1000:.0f} ms")
+        assert outage <= 2.0 and not refused
+    else:
+        print(f"... state lost: {refused[0] if refused else 'no refusal logged'}")
+        assert not net.client.peer.established and refused

@@ -37,9 +37,12 @@ class ClientParams:
 
 
 class ClientCore:
-    def __init__(self, params: ClientParams, now: float, *, random: Random, wall_offset: float
-                 ) -> None:
-        """`wall_offset` = wall clock - monotonic clock, for handshake timestamps."""
+    def __init__(self, params: ClientParams, now: float, *, random: Random, wall_offset: float,
+                 wall_floor_us: int = 0) -> None:
+        """`wall_offset` = wall clock - monotonic clock, for handshake timestamps;
+        `wall_floor_us`: the last timestamp an earlier run used (kept across restarts), which
+        every new one exceeds: the gateway refuses a timestamp not above the last it saw (a
+        replay), so a clock set back must not make the client's new ones look old."""
         self.params = params
         self._random = random
         self._wall_offset = wall_offset
@@ -52,7 +55,7 @@ class ClientCore:
         self._cookies = CookieJar(params.gateway_public_key)
         self._macs = MacChecker(noise.public_key(params.private_key))
         self._next_attempt = now
-        self._last_wall_us = 0
+        self._last_wall_us = wall_floor_us
         self._silence_told = False  # the current silence of the gateway was logged
         self._answered: set[int] = set()  # the indices of the last answered round
         self._unanswered_since: float | None = None
@@ -88,6 +91,11 @@ class ClientCore:
     @property
     def state(self) -> HandshakeState:
         return handshake_state(self.peer.current is not None, bool(self._pending))
+
+    @property
+    def last_wall_us(self) -> int:
+        """The latest handshake timestamp used (to keep across restarts)."""
+        return self._last_wall_us
 
     def _wall_us(self, now: float) -> int:
         wall = int((now + self._wall_offset) * 1e6)

@@ -198,7 +198,10 @@ class GatewayCore:
             self._answer_copy(client.name, payload, addr, now)
             return
         if payload.wall_us < last:
-            self.counters["stale_initiation"] += 1  # replayed
+            self.counters["stale_initiation"] += 1  # replayed, or the client's clock went back
+            self._tell("stale", f"{client.name}: handshake from {_show(addr)} refused: its "
+                       "timestamp is older than one already accepted (a replay, or the client's "
+                       "clock was set back and its state file lost)", now)
             return
         self._last_wall[client.name] = payload.wall_us
         self._note_instance(client, payload.instance, addr, now)

@@ -9,17 +9,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from braid.config import ClientConfig, ConfigError, LinkSpec, load_client
 from braid.control.prometheus import MetricsServer
 from braid.control.server import ControlServer
+from braid.core.caps import Caps
 from braid.core.client import ClientCore, ClientParams
 from braid.core.handshake import MAX_LINKS
-from braid.core.link import LinkConfig
+from braid.core.link import BACKUP, LinkConfig
 from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup
 from braid.io.netlink import NetlinkError, interface_mtu
+from braid.io.state import StateFile
 from braid.io.udp import ANCILLARY, is_address, resolve, rx_stamp
 from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
@@ -34,6 +38,10 @@ LOOP_HOLD = 30.0  # seconds a link whose datagrams loop back through the tunnel 
 # RERESOLVE_AFTER seconds (its address may have changed), at most every RERESOLVE_EVERY
 RERESOLVE_AFTER = 3.0
 RERESOLVE_EVERY = 10.0
+
+
+def _cap_specs(cfg: ClientConfig) -> dict[str, tuple[int, int]]:
+    return {s.name: (s.cap_mb, s.cap_reset_day) for s in cfg.links if s.cap_mb is not None}
 
 
 def _tunnel_only(routes: tuple, addresses: tuple) -> bool:
@@ -52,13 +60,23 @@ class ClientDaemon(DaemonBase):
         self._remote_raw = socket.inet_pton(family, self.remote[0])
         outer_v6 = family == socket.AF_INET6
         self._ids = {spec.name: i for i, spec in enumerate(cfg.links)}  # kept across reloads
+        self.state = StateFile(cfg.tun, Path(cfg.state_dir))
+        self._state = self.state.load()
+        self._saved_wall = int(self._state.get("handshake_wall_us", 0))
+        saved_caps = self._state.get("caps")
+        self.caps = Caps(_cap_specs(cfg), saved_caps if isinstance(saved_caps, dict) else {},
+                         date.today())
+        self._cap_seen: dict[int, int] = {}  # link id -> its wire bytes when last counted
+        self._next_cap_check = 0.0
+        self._next_save = 0.0
         link_cfgs = [self._link_config(spec) for spec in cfg.links]
         self.link_mtu = link_mtu = min(lc.mtu for lc in link_cfgs)  # every datagram fits every link
         self.mtu = tun_mtu(link_mtu, outer_v6, cfg.fragments)
         now = time.monotonic()
         params = ClientParams(cfg.private_key, cfg.gateway_public_key, tuple(link_cfgs),
                               cfg.scheduler, cfg.queue_ms / 1000, outer_v6, cfg.warmup)
-        self.core = ClientCore(params, now, random=os.urandom, wall_offset=time.time() - now)
+        self.core = ClientCore(params, now, random=os.urandom, wall_offset=time.time() - now,
+                               wall_floor_us=self._saved_wall)
         self._next_check = now + RETRY
         self._host_changed = False
         self._family = family
@@ -66,6 +84,7 @@ class ClientDaemon(DaemonBase):
         self._resolving = False
         self._resolved: tuple[int, tuple] | OSError | None = None  # from the resolver thread
         try:
+            self.opened(self._save_state)  # what caps counted, kept for the next start
             self.host = HostSetup(cfg.tun, cfg.table)
             self.host.remove_leftovers()
             self.uplinks = Uplinks([(self._ids[s.name], s.name, s.bind, s.sockets) for s in cfg.links],
@@ -96,8 +115,37 @@ class ClientDaemon(DaemonBase):
             raise
 
     def _link_config(self, spec: LinkSpec) -> LinkConfig:
+        """A link as the core runs it: a link over its monthly cap acts as a backup."""
         mtu = spec.mtu or interface_mtu(spec.bind) or 1500
-        return LinkConfig(spec.name, self._ids[spec.name], mtu, spec.role)
+        role = BACKUP if self.caps.over(spec.name) else spec.role
+        return LinkConfig(spec.name, self._ids[spec.name], mtu, role)
+
+    def _count_caps(self, now: float) -> None:
+        """Once a second: add each capped link's bytes to its period's count; a link that
+        crosses its cap (or starts a new period) changes role at once. Saved every minute
+        and on each change."""
+        if now < self._next_cap_check:
+            return
+        self._next_cap_check = now + 1.0
+        today = date.today()
+        events = []
+        for link in self.core.peer.bond.links:
+            total = link.tx_bytes + link.rx_bytes
+            seen = self._cap_seen.get(link.id, 0)
+            self._cap_seen[link.id] = total
+            events += self.caps.account(link.name, total - seen, today)
+        for line in events:
+            log.warning("%s", line)
+        if events:
+            self.core.set_links([self._link_config(spec) for spec in self.cfg.links], now)
+        if events or (self.caps.caps and now >= self._next_save):
+            self._save_state(now)
+
+    def _save_state(self, now: float | None = None) -> None:
+        self._next_save = (now or time.monotonic()) + 60.0
+        self._state["caps"] = self.caps.state()
+        self._state["handshake_wall_us"] = self._saved_wall
+        self.state.save(self._state)
 
     def _name(self, link_id: int) -> str:
         link = self.core.peer.bond.link(link_id)
@@ -273,6 +321,10 @@ class ClientDaemon(DaemonBase):
         self.book.maybe_sample(now, [self.core.peer])
         self._check_host(now)
         self._maybe_reresolve(now)
+        self._count_caps(now)
+        if self.core.last_wall_us != self._saved_wall:  # a handshake was sent: at most 1/s
+            self._saved_wall = self.core.last_wall_us
+            self._save_state(now)
 
     def reload(self) -> dict[str, Any]:
         """SIGHUP or `braid reload`: the new config is checked, then its links are applied
@@ -301,6 +353,7 @@ class ClientDaemon(DaemonBase):
     def _reload_links(self, new: ClientConfig) -> list[str]:
         """Apply the new config's links; raises ConfigError (nothing applied) if one cannot
         be. A link keeps its id while its name stays; a new one takes the lowest free id."""
+        self.caps.configure(_cap_specs(new), self.caps.state(), date.today())
         ids = {spec.name: self._ids[spec.name] for spec in new.links if spec.name in self._ids}
         # not an id just removed either: its datagrams in flight would count for the new link
         free = (i for i in range(MAX_LINKS) if i not in ids.values() and i not in self._ids.values())
@@ -351,6 +404,9 @@ class ClientDaemon(DaemonBase):
         for peer in reply["peers"]:
             for link in peer["links"]:
                 link["local_address"] = self.uplinks.local_address(link["id"])
+                cap = self.caps.caps.get(link["name"])
+                if cap is not None:
+                    link["cap"] = cap.view()
         return reply
 
     def run(self) -> None:

@@ -95,13 +95,18 @@ def clamp_forwarded_mss(setup: InterfaceSetup, whole_mtu: int, fragments: int) -
                     "will take two datagrams each", exc)
 
 
+MAX_SOCKET_WAIT = 1.0  # seconds a datagram can plausibly wait in a socket buffer
+
+
 def arrival_time(stamp: float | None, offset: float, now: float) -> float:
     """A kernel arrival stamp (wall clock) on the monotonic clock, given `offset` =
-    monotonic - wall clock read together; never later than `now`, the read time."""
+    monotonic - wall clock read together; never later than `now`, the read time, nor more
+    than MAX_SOCKET_WAIT before it (the wall clock was set between the arrival and the
+    read: the stamp no longer tells the time, `now` is closer)."""
     if stamp is None:
         return now
     arrival = stamp + offset
-    return arrival if arrival < now else now
+    return arrival if now - MAX_SOCKET_WAIT < arrival < now else now
 
 
 class StatusBook:

@@ -74,7 +74,7 @@ def interface_of_address(address: str) -> str | None:
     return None
 
 
-def _netns_id() -> str:
+def netns_id() -> str:
     """This network namespace's identity: sysctls and routes are per namespace."""
     try:
         return str(os.stat("/proc/self/ns/net").st_ino)
@@ -102,7 +102,7 @@ class HostSetup:
     def __init__(self, tun: str, table: int, state_dir: Path = STATE_DIR) -> None:
         self.tun = tun
         self.table = table
-        self.state_file = state_dir / f"{tun}.{_netns_id()}.host.json"
+        self.state_file = state_dir / f"{tun}.{netns_id()}.host.json"
         self._undo: list[tuple[str, ...]] = []
         self._sysctls: dict[str, str] = {}  # key -> value to restore
         self._routes: list[Network] = []

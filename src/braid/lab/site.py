@@ -134,6 +134,7 @@ address = ["10.77.0.2/32", "192.168.50.0/24"]
 private_key = "{ck}"
 address = "10.77.0.2/24"
 control = "{d}/cl.sock"
+state_dir = "{d}"
 routes = ["0.0.0.0/0"]
 [gateway]
 public_key = "{gp}"

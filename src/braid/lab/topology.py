@@ -124,6 +124,7 @@ address = "{TUNNEL_CLIENT}/32"
 private_key = "{ck}"
 address = "{TUNNEL_CLIENT}/24"
 control = "{d}/client.sock"
+state_dir = "{d}"
 
 [gateway]
 public_key = "{gp}"

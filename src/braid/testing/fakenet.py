@@ -67,17 +67,21 @@ class FakeNet:
         params = GatewayParams(self._gw_key, (self._entry,), warmup=self._warmup)
         return GatewayCore(params, self.now, random=self._bytes)
 
-    def _new_client(self) -> ClientCore:
+    def _new_client(self, wall_offset: float = 1.7e9, wall_floor_us: int = 0) -> ClientCore:
         cfg = tuple(LinkConfig(n, i, role=self._roles.get(n, "primary")) for i, n in enumerate(self.names))
         params = ClientParams(self._cl_key, public_key(self._gw_key), cfg, warmup=self._warmup)
-        return ClientCore(params, self.now, random=self._bytes, wall_offset=1.7e9)
+        return ClientCore(params, self.now, random=self._bytes, wall_offset=wall_offset,
+                          wall_floor_us=wall_floor_us)
 
     def restart_gateway(self) -> None:
         """The gateway process dies and starts again: all its state is lost, the keys kept."""
         self.gateway = self._new_gateway()
 
-    def restart_client(self) -> None:
-        self.client = self._new_client()
+    def restart_client(self, clock_back: float = 0.0, keep_state: bool = False) -> None:
+        """The client process starts again, its wall clock `clock_back` seconds behind the
+        one it had; `keep_state`: with the last handshake timestamp it had saved."""
+        floor = self.client.last_wall_us if keep_state else 0
+        self.client = self._new_client(1.7e9 - clock_back, floor)
 
     def _bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
