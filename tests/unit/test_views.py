@@ -47,3 +47,19 @@ def test_sparkline_scales_to_its_maximum_and_is_blank_without_history():
     assert len(line) == SPARK_WIDTH and line[0] == "▁" and line[-1] == "█"
     assert sparkline([5e6])[-1] == "█" and sparkline([5e6])[0] == " "
     assert set(sparkline([20e3] * 60)) <= set("▁▂")  # probes only: flat at the bottom
+
+
+def test_the_verbose_summary_names_each_link_with_its_rates():
+    from braid.control.metrics import Throughput
+    from braid.control.status import link_counters, summary_line
+    from braid.testing.fakenet import FakeLink, FakeNet
+
+    net = FakeNet({"fibre": FakeLink(rate_bps=20e6, delay=0.01), "lte": FakeLink(rate_bps=5e6, delay=0.03)})
+    tput = Throughput()
+    net.run_until(1.0)
+    tput.sample(net.now, link_counters(net.client.peer))
+    net.run_until(2.0)
+    tput.sample(net.now, link_counters(net.client.peer))
+    line = summary_line(net.client.peer, tput)
+    assert line.startswith("gateway: fibre up tx ") and "| lte up tx " in line and "rtt " in line
+    assert "\n" not in line

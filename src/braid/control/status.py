@@ -69,3 +69,18 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
         "gaps_timed_out": bond.reorder.gaps_timed_out, "late": bond.reorder.late,
     })
     return {"peer": peer.name, "established": peer.established, "links": links, "counters": counters}
+
+
+def summary_line(peer: Peer, tput: Throughput) -> str:
+    """One line per peer for `-v`: each link's state, rates this second, RTT and loss."""
+    parts = []
+    for link in peer.bond.links:
+        tx = tput.rates(f"{peer.name}/{link.name}/tx")["current_bps"] / 1e6
+        rx = tput.rates(f"{peer.name}/{link.name}/rx")["current_bps"] / 1e6
+        rtt = "-" if link.srtt is None else f"{link.srtt * 1000:.0f}ms"
+        mode = " standby" if link.standby else ""
+        parts.append(f"{link.name} {link.state.value}{mode} tx {tx:.2f} rx {rx:.2f} Mbit/s "
+                     f"rtt {rtt} loss {link.loss * 100:.1f}%")
+    stats = peer.bond.stats
+    return (f"{peer.name}: " + " | ".join(parts)
+            + f" | resent {stats['resent']} queue drops {stats['queue_drops']}")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from braid.control.metrics import SLICE, Throughput
-from braid.control.status import link_counters, peer_status
+from braid.control.status import link_counters, peer_status, summary_line
 from braid.core.session import Peer
 from braid.io.netlink import InterfaceSetup, NetlinkError
 from braid.io.tun import Tun
@@ -116,6 +116,8 @@ class StatusBook:
         self.tput = Throughput()
         self.next_sample = 0.0
         self.started = time.monotonic()
+        self._last_counters: dict[str, int] = {}
+        self._next_idle_summary = 0.0
 
     def maybe_sample(self, now: float, peers: list[Peer]) -> None:
         if now < self.next_sample:
@@ -125,6 +127,13 @@ class StatusBook:
         for peer in peers:
             counters.update(link_counters(peer))
         self.tput.sample(now, counters)
+        if log.isEnabledFor(logging.DEBUG):  # -v: a summary a second (every 10 s while idle)
+            moved = counters != self._last_counters
+            self._last_counters = counters
+            if moved or now >= self._next_idle_summary:
+                self._next_idle_summary = now + 10.0
+                for peer in peers:
+                    log.debug("%s", summary_line(peer, self.tput))
 
     def peers(self, peers: list[Peer]) -> list[dict]:
         return [peer_status(p, self.tput, time.monotonic()) for p in peers]
