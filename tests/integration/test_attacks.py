@@ -207,3 +207,64 @@ def test_rapid_handshakes_from_one_client_leave_the_gateway_flat(target):
     assert status["keypairs"] <= 3
     ping = ["ping", "-c", "3", "-W", "1", "10.80.0.1"]  # the real client is back (it re-handshakes)
     _wait_for(lambda: target.ns.run("site", ping, check=False).returncode == 0, 10, "the real client")
+
+
+_SPOOF = """table ip braidspoof {
+  chain out {
+    type filter hook output priority -300; policy accept;
+    ip saddr 10.210.0.1 udp dport 7000 notrack ip saddr set VICTIM counter
+  }
+  chain post {
+    type filter hook postrouting priority 300; policy accept;
+    ip saddr VICTIM udp dport 7000 counter
+  }
+  chain pre {
+    type filter hook prerouting priority -300; policy accept;
+    ip daddr VICTIM counter
+  }
+}
+"""
+VICTIM = "10.212.0.9"
+
+
+def _spoof_counters(target: Target) -> tuple[int, int]:
+    """(bytes the client sent as the victim, bytes that reached the victim's address)."""
+    out = json.loads(target.ns.run("site", ["nft", "-j", "list", "table", "ip", "braidspoof"]).stdout)
+    counts = {}
+    for item in out["nftables"]:
+        rule = item.get("rule")
+        if rule:
+            counter = next(e["counter"] for e in rule["expr"] if "counter" in e)
+            counts[rule["chain"]] = counter["bytes"]
+    return counts["post"], counts["pre"]
+
+
+def test_a_spoofed_source_gets_at_most_three_times_what_it_sent(target):
+    """The client's datagrams (authenticated: it has the key) leave with a victim's source
+    address, rewritten statelessly, while a download wants to send the victim 200 Mbit/s:
+    the gateway has never had an answer from that address, so it sends it at most 3x the
+    bytes it got from it (issue 12: forged reports and a spoofed source once gave x4191)."""
+    target.ns.run("gw", ["ip", "route", "add", "10.212.0.0/24", "via", "10.210.0.1", "dev", "up0"])
+    server = target.ns.popen("gw", ["iperf3", "-s", "-1", "-B", "10.80.0.1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    client = target.ns.popen("site", ["iperf3", "-c", "10.80.0.1", "-R", "-t", "8"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)  # the download runs at full rate, to the real address
+        subprocess.run(target.ns.cmd("site", ["nft", "-f", "-"]), input=_SPOOF.replace("VICTIM", VICTIM),
+                       text=True, check=True)
+        time.sleep(5.0)
+        sent, received = _spoof_counters(target)
+    finally:
+        target.ns.run("site", ["nft", "delete", "table", "ip", "braidspoof"], check=False)
+        client.wait(timeout=30)
+        server.wait(timeout=10)
+    c = target.gateway_status()["peers"][0]["counters"]
+    print(f"spoofed source for 5 s during a download: the client sent {sent} bytes as {VICTIM}, "
+          f"the gateway sent {received} bytes there: x{received / max(sent, 1):.2f}; "
+          f"datagrams not sent for want of budget: {c['address_limited']}")
+    assert sent > 10_000  # the spoof was on: the client kept sending
+    assert received <= 3 * sent
+    ping = ["ping", "-c", "3", "-W", "1", "10.80.0.1"]  # the spoof gone, the real client is back
+    _wait_for(lambda: target.ns.run("site", ping, check=False).returncode == 0, 15, "the real client")

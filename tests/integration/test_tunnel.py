@@ -177,6 +177,10 @@ endpoint = "{endpoint}:7000"
         subprocess.run(self.ns.cmd("site", ["nft", "-f", "-"]), input=rules, text=True, check=True)
 
 
+    def heal_blackhole(self) -> None:
+        self.ns.run("site", ["nft", "delete", "table", "inet", "braidbh"])
+
+
 def _mbit(result: dict) -> float:
     return result["end"]["sum_received"]["bits_per_second"] / 1e6
 
@@ -351,7 +355,10 @@ def test_blackholed_uplink_does_not_stop_the_transfer(tunnel):
     after = intervals[5:]
     assert min(after) > 0.3 * RATES[1], f"the transfer stalled after the blackhole: {intervals}"
     states = {link["name"]: link["state"] for link in tunnel.status()["peers"][0]["links"]}
+    tunnel.heal_blackhole()  # the tests after this one find both links working
     assert states["l0"] in ("suspect", "down") and states["l1"] == "up"
+    _wait_for(lambda: [lk["state"] for lk in tunnel.status()["peers"][0]["links"]] == ["up", "up"],
+              10, "l0 back after the blackhole")
 
 
 def test_ipv6_inside_the_tunnel(tunnel):
@@ -508,7 +515,7 @@ def test_a_client_reload_removes_and_adds_links_and_loses_no_ping(tunnel):
         _wait_for(both_ends_show_l0_l2_up, 5, "links l0 and l2 up at both ends")
     finally:
         cfg.write_text(text)
-    out = tunnel.ns.run("site", reload)
+        out = tunnel.ns.run("site", reload, check=False)  # back to l0, l1 whatever happened
     assert "link l1 added" in out.stdout and "link l2 removed" in out.stdout, out.stdout
     summary, _ = ping.communicate(timeout=30)
     loss = re.search(r"(\d+(?:\.\d+)?)% packet loss", summary)
@@ -525,40 +532,8 @@ def test_a_client_reload_removes_and_adds_links_and_loses_no_ping(tunnel):
         _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 standing by")
     finally:
         cfg.write_text(text)
-    tunnel.ns.run("site", reload)
+        tunnel.ns.run("site", reload, check=False)
     _wait_for(lambda: not tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 active again")
-
-
-_LOOP_SENDER = r"""
-import socket, struct, sys
-src, dst, sport, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-payload = b"\x03" + bytes(99)  # what a transport datagram would start with
-udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                 socket.inet_aton(src), socket.inet_aton(dst))
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"braid-cl0")
-for _ in range(3):
-    s.sendto(ip + udp, (dst, 0))
-"""
-
-
-def test_a_routing_loop_stops_the_looping_link_not_the_lan(tunnel):
-    """Datagrams exactly like l1's own to the gateway, sent into the TUN (as a route through
-    the tunnel would send them): the client stops l1 with one log line naming it, drops
-    them, and l0 keeps carrying the tunnel."""
-    ss = tunnel.ns.run("site", ["ss", "-Hun", "state", "all", "dst", f"{GW_ADDR}"]).stdout
-    ports = re.findall(r"10\.201\.1\.1(?:%\S+)?:(\d+)\s", ss)
-    assert ports, ss
-    before = tunnel.status()["counters"].get("link_loops", 0)
-    tunnel.ns.run("site", [sys.executable, "-c", _LOOP_SENDER, "10.201.1.1", GW_ADDR, ports[0], "7000"])
-    _wait_for(lambda: tunnel.status()["counters"]["link_loops"] == before + 1, 3, "the loop seen")
-    lines = [line for line in (tunnel.dir / "client.log").read_text().splitlines()
-             if "came back through" in line]
-    print(lines[-1] if lines else "no log line")
-    assert len(lines) == 1 and "link l1:" in lines[0]
-    assert tunnel._pings()  # the LAN still has its tunnel, over l0
-    _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["state"] != "up", 3, "l1 stopped")
 
 
 def test_a_link_over_its_monthly_cap_turns_backup(tunnel):
@@ -581,5 +556,38 @@ def test_a_link_over_its_monthly_cap_turns_backup(tunnel):
         assert tunnel._pings()
     finally:
         cfg.write_text(text)
-    tunnel.ns.run("site", reload)
+        tunnel.ns.run("site", reload, check=False)
     _wait_for(lambda: not tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 active again")
+
+
+_LOOP_SENDER = r"""
+import socket, struct, sys
+src, dst, sport, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+payload = b"\x03" + bytes(99)  # what a transport datagram would start with
+udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"braid-cl0")
+for _ in range(3):
+    s.sendto(ip + udp, (dst, 0))
+"""
+
+
+def test_a_routing_loop_stops_the_looping_link_not_the_lan(tunnel):
+    """(Last of this module's tests on the shared tunnel: l1 then stays stopped 30 s.)
+    Datagrams exactly like l1's own to the gateway, sent into the TUN (as a route through
+    the tunnel would send them): the client stops l1 with one log line naming it, drops
+    them, and l0 keeps carrying the tunnel."""
+    ss = tunnel.ns.run("site", ["ss", "-Hun", "state", "all", "dst", f"{GW_ADDR}"]).stdout
+    ports = re.findall(r"10\.201\.1\.1(?:%\S+)?:(\d+)\s", ss)
+    assert ports, ss
+    before = tunnel.status()["counters"].get("link_loops", 0)
+    tunnel.ns.run("site", [sys.executable, "-c", _LOOP_SENDER, "10.201.1.1", GW_ADDR, ports[0], "7000"])
+    _wait_for(lambda: tunnel.status()["counters"]["link_loops"] == before + 1, 3, "the loop seen")
+    lines = [line for line in (tunnel.dir / "client.log").read_text().splitlines()
+             if "came back through" in line]
+    print(lines[-1] if lines else "no log line")
+    assert len(lines) == 1 and "link l1:" in lines[0]
+    assert tunnel._pings()  # the LAN still has its tunnel, over l0
+    _wait_for(lambda: tunnel.status()["peers"][0]["links"][1]["state"] != "up", 3, "l1 stopped")

@@ -35,6 +35,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path, default=Path("lab-results"), help="folder for JSON and plots")
     p.set_defaults(func=cmd_bench)
+    p = labsub.add_parser("perf", help="braid's own throughput and CPU per GB, one TCP flow over "
+                          "an unshaped veth, each direction (JSON out)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--json", type=Path, help="write the result JSON here")
+    p.set_defaults(func=cmd_perf)
     p = labsub.add_parser("site", help="a site living on braid: full tunnel, NAT, restarts, "
                           "uplinks that change", description="Builds a LAN host, a site router with "
                           "a fibre and a CGNAT 4G, an Internet core, a VPS gateway and a server in "
@@ -148,6 +153,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _console(stderr=False).print(summary_table(all_results, f"braid lab bench: {args.folder}"))
     print(f"results: {args.out.resolve()}")
     return 1 if errors else 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    _need_root("braid lab perf")
+    from braid.lab.perf import run_perf
+
+    console = _console()
+    result = run_perf(args.seconds, lambda msg: console.log(msg))
+    text = json.dumps(result, indent=1)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
 
 
 def cmd_site(args: argparse.Namespace) -> int:

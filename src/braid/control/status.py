@@ -65,6 +65,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
         "rx_datagrams": peer.stats.rx_datagrams, "tx_datagrams": peer.stats.tx_datagrams,
         "forged": peer.stats.forged, "replayed": peer.stats.replayed,
         "expired_keys": peer.stats.expired_keys,
+        "address_limited": peer.sources.limited,  # not sent: an unvalidated address's 3x budget
         "reorder_held": bond.reorder.held, "gaps_lost": bond.reorder.gaps_lost,
         "gaps_timed_out": bond.reorder.gaps_timed_out, "late": bond.reorder.late,
     })

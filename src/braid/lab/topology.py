@@ -47,17 +47,22 @@ class Lab:
 
     # ------------------------------------------------------------------ build
 
-    def build(self) -> None:
+    def build(self, direct: bool = False) -> None:
+        """`direct`: one veth pair per link between site and gateway, no emulator (the
+        links are then as fast as the host: `braid lab perf`)."""
         ns = self.ns
-        for role in ("site", "emu", "gw"):
+        for role in ("site", "gw") if direct else ("site", "emu", "gw"):
             ns.add(role)
             for key in ("all", "default"):
                 ns.run(role, ["sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1"], check=False)
         ns.run("gw", ["ip", "addr", "add", f"{GW_PUBLIC}/32", "dev", "lo"])
         spec_links = []
         for i, link in enumerate(self.scenario.links):
-            ns.veth("site", f"u{i}", "emu", f"s{i}")
-            ns.veth("emu", f"g{i}", "gw", f"u{i}")
+            if direct:
+                ns.veth("site", f"u{i}", "gw", f"u{i}")
+            else:
+                ns.veth("site", f"u{i}", "emu", f"s{i}")
+                ns.veth("emu", f"g{i}", "gw", f"u{i}")
             ns.run("site", ["ip", "addr", "add", f"{link_addr(i, 'site')}/24", "dev", f"u{i}"])
             ns.run("gw", ["ip", "addr", "add", f"{link_addr(i, 'gw')}/24", "dev", f"u{i}"])
             ns.run("site", ["ip", "route", "add", f"{GW_PUBLIC}/32", "via", link_addr(i, "gw"),
@@ -66,6 +71,9 @@ class Lab:
                                "up_mbit": link.up_mbit, "down_mbit": link.down_mbit,
                                "delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
                                "loss": link.loss, "queue_ms": link.queue_ms, "trace": link.trace})
+        if direct:
+            self._wait_link_ping()
+            return
         spec = {"links": spec_links, "seed": self.seed,
                 "events": [{"at_s": e.at_s, "link": e.link, "set": e.changes} for e in self.scenario.events]}
         self.emulator = ns.popen("emu", [sys.executable, "-m", "braid.lab.emulator", json.dumps(spec)],
