@@ -5,7 +5,7 @@ other fails here."""
 import re
 from pathlib import Path
 
-from braid.core import bond, cookie, gateway, handshake, reorder, replay, session, sources, wire
+from braid.core import bond, cookie, gateway, handshake, receiver, reorder, replay, session, sources, wire
 from braid.core.link import HEARD_INTERVAL
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
@@ -58,7 +58,7 @@ def test_every_number_quoted_is_the_codes():
         (bond.NACK_BURST, "(burst 200)"),
         (reorder.ReorderBuffer().max_held, "at most 8192 packets"),
         (reorder.MAX_HELD_BYTES // (1 << 20), "16 MiB behind gaps"),
-        (bond.MAX_PARTIAL, "at most 512 partly received packets"),
+        (receiver.MAX_PARTIAL, "at most 512 partly received packets"),
         (bond.REORDER_TIMEOUT_MAX, "at most\n  1 s"),
         (HEARD_INTERVAL * 1000, "at most every 50 ms per link"),
     ]

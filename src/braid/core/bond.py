@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import wire
 from .classify import BULK, INTERACTIVE, FlowClassifier
@@ -34,9 +34,10 @@ from .link import (
     Link,
     LinkConfig,
 )
+from .receiver import Receiver
 from .recovery import Item, SendHistory
 from .reorder import ReorderBuffer
-from .replay import SEQ_MOD, SeqFilter, seq_diff
+from .replay import SEQ_MOD, seq_diff
 from .scheduler import assign, make_scheduler, pick_urgent
 
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
@@ -45,7 +46,6 @@ RESEND_LOSS_PENALTY = 0.2  # seconds of predicted delay per unit of loss, for re
 RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is not reserved
 INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
-FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
 REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's delay spread)
 # a link whose delay alone is more than the queue limit above the nearest link's is "far"
 # (a satellite, a slow 3G): it carries bulk only while the near links have less than this
@@ -56,7 +56,6 @@ MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead i
 # seconds a new link may be kept busy with padding while its first startup measures it (a
 # 3x startup from the 1 Mbit/s guess finds 20 Mbit/s in about 0.4 s, at ~0.9 MB sent)
 WARMUP_TIME = 2.0
-MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 
 Transmit = Callable[[int, bytes], int]
 Queued = tuple[int, int, int, int, bytes, bool]  # wire size, flow, flow_seq, seq, packet, unordered
@@ -85,16 +84,6 @@ class LinkEvent:
     cause: str
 
 
-@dataclass(slots=True)
-class _Partial:
-    """The fragments of one inner packet received so far."""
-    started: float
-    flow: int
-    fseq: int
-    count: int = 0  # known once the last fragment is in
-    pieces: dict[int, bytes] = field(default_factory=dict)
-
-
 class Bond:
     def __init__(self, links: list[LinkConfig], now: float, transmit: Transmit, *,
                  scheduler: str = "earliest-arrival", queue_limit: float = DEFAULT_QUEUE_LIMIT,
@@ -116,8 +105,6 @@ class Bond:
         # the largest packet carried whole on every link: a fragment fits any link it is
         # moved to by a resend or a failover
         self._whole_max = min(wire.whole_mtu(link.config.mtu, outer_ipv6) for link in self.links)
-        self._partial: dict[int, _Partial] = {}  # first fragment's seq -> what arrived
-        self.delivered: list[bytes] = []
         self.events: list[LinkEvent] = []
         self.next_seq = 0
         self._flow_seq = [0] * 256
@@ -134,8 +121,6 @@ class Bond:
         self._bulk_links_at = -1.0
         self._now = now
         self._classifier = FlowClassifier()
-        self.reorder = ReorderBuffer()
-        self._seen = SeqFilter()
         self.echoes: list[bytes] = []  # ECHO tokens received, for the session's address check
         self._report_ts: int | None = None  # the peer's timestamp on the newest HEARD report
         self._report_at = -1.0
@@ -143,6 +128,8 @@ class Bond:
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
              "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited"), 0)
+        self.rx = Receiver(self.stats)  # dedup, reassembly, reordering: -> rx.delivered
+        self.delivered = self.rx.delivered
 
     def set_links(self, configs: list[LinkConfig], now: float) -> tuple[list[str], list[str]]:
         """Links added, removed or given a new role while the tunnel runs (a reload): the
@@ -183,6 +170,10 @@ class Bond:
             self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
         self._update_modes(now)
         return added, [link.name for link in gone]
+
+    @property
+    def reorder(self) -> ReorderBuffer:
+        return self.rx.reorder
 
     # ------------------------------------------------------------------ helpers
 
@@ -534,58 +525,7 @@ class Bond:
     def _on_data(self, link: Link, frame: wire.Data, now: float) -> None:
         if not frame.unordered:
             self._cover(link, (frame.seq + 1) & (SEQ_MOD - 1))
-        if not self._seen.first_time(frame.seq):
-            self.stats["duplicates"] += 1
-            return
-        packet, seq = frame.packet, frame.seq
-        tag = wire.fragment_tag(packet)
-        if tag is not None:
-            whole = self._reassemble(frame, tag, now)
-            if whole is None:
-                return
-            packet, seq = whole
-        out = self.reorder.push(frame.flow, frame.flow_seq, seq, packet, now)
-        if out:
-            self.delivered.extend(out)
-            self.stats["tun_out"] += len(out)
-
-    def _reassemble(self, frame: wire.Data, tag: tuple[int, bool], now: float
-                    ) -> tuple[bytes, int] | None:
-        """Add a fragment; the whole packet and its first fragment's seq once all are in."""
-        index, last = tag
-        base = (frame.seq - index) & (SEQ_MOD - 1)
-        part = self._partial.get(base)
-        if part is None:
-            if len(self._partial) >= MAX_PARTIAL:
-                del self._partial[next(iter(self._partial))]
-                self.stats["fragments_expired"] += 1
-            part = self._partial[base] = _Partial(now, frame.flow, frame.flow_seq)
-        elif (part.flow, part.fseq) != (frame.flow, frame.flow_seq) or (
-                part.count and (last or index >= part.count)):
-            del self._partial[base]  # fragments that do not belong together
-            self.stats["bad_frames"] += 1
-            return None
-        part.pieces[index] = frame.packet[1:]
-        if last:
-            part.count = index + 1
-        if not part.count or len(part.pieces) < part.count:
-            return None
-        del self._partial[base]
-        pieces = part.pieces
-        if any(i not in pieces for i in range(part.count)):
-            self.stats["bad_frames"] += 1
-            return None
-        self.stats["reassembled"] += 1
-        return b"".join(pieces[i] for i in range(part.count)), base
-
-    def _expire_partial(self, now: float) -> None:
-        partial = self._partial
-        while partial:
-            base, part = next(iter(partial.items()))
-            if now - part.started < FRAGMENT_TIMEOUT:
-                return
-            del partial[base]
-            self.stats["fragments_expired"] += 1
+        self.rx.on_data(frame, now)
 
     def _on_feedback(self, fb: wire.Feedback, now: float, now_us: int) -> None:
         link = self._by_id.get(fb.link)
@@ -653,11 +593,8 @@ class Bond:
 
     def _release(self, now: float) -> None:
         self._now = now
-        if self.reorder.held:
-            out = self.reorder.release(now, self._covered, self.reorder_timeout())
-            if out:
-                self.delivered.extend(out)
-                self.stats["tun_out"] += len(out)
+        if self.rx.reorder.held:
+            self.rx.release(now, self._covered, self.reorder_timeout())
 
     # ------------------------------------------------------------------ timers
 
@@ -683,8 +620,7 @@ class Bond:
         self._update_modes(now)
         idle = self._was_idle
         self._reserve(now)
-        if self._partial:
-            self._expire_partial(now)
+        self.rx.expire(now)
         for link in self.links:
             self._pump(link, now)
             quiet = now - max(link.last_heard, link.silent_since)
@@ -783,8 +719,8 @@ class Bond:
                     idle and self._now > self._last_data + IDLE_AFTER + IDLE_GRACE)):
                 deadline = min(deadline, link.last_feedback_tx + FEEDBACK_INTERVAL)
             deadline = min(deadline, link.silence_deadline(self._now))
-        if self.reorder.held:
-            held_deadline = self.reorder.next_deadline(self.reorder_timeout())
+        if self.rx.reorder.held:
+            held_deadline = self.rx.next_deadline(self.reorder_timeout())
             if held_deadline is not None:
                 deadline = min(deadline, held_deadline)
         return deadline
@@ -798,9 +734,7 @@ class Bond:
 
     def reset_receive(self) -> None:
         """The peer restarted: its sequence numbers start over."""
-        self.reorder = ReorderBuffer()
-        self._seen = SeqFilter()
-        self._partial.clear()
+        self.rx.reset()
         self._report_ts = None
         for link in self.links:
             link.head_known = False
