@@ -560,6 +560,22 @@ def test_a_link_over_its_monthly_cap_turns_backup(tunnel):
     _wait_for(lambda: not tunnel.status()["peers"][0]["links"][1]["standby"], 5, "l1 active again")
 
 
+@pytest.mark.parametrize("end", ["client", "gateway"])
+def test_a_tun_deleted_from_outside_is_made_again(tunnel, end):
+    """`ip link del` of a daemon's TUN: it makes the device again with its addresses and
+    routes (one log line), and traffic flows again."""
+    role, tun = ("site", "braid-cl0") if end == "client" else ("gw", "braid-ga0")
+    sock = "cl.sock" if end == "client" else "gw.sock"
+
+    def recreated() -> int:
+        out = tunnel.ns.run(role, [*BRAID, "status", "--json", "-s", str(tunnel.dir / sock)])
+        return json.loads(out.stdout)["counters"]["tun_recreated"]
+    before = recreated()
+    gap = tunnel.ping_gaps(5, lambda: tunnel.ns.run(role, ["ip", "link", "del", tun]))
+    print(f"{end}'s TUN deleted: longest ping gap {gap * 1000:.0f} ms")
+    assert recreated() == before + 1
+    assert gap <= 2.0 and tunnel._pings()
+
 _LOOP_SENDER = r"""
 import socket, struct, sys
 src, dst, sport, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

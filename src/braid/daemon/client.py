@@ -24,6 +24,7 @@ from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup
 from braid.io.netlink import NetlinkError, interface_mtu
 from braid.io.state import StateFile
+from braid.io.tun import TunGone
 from braid.io.udp import ANCILLARY, is_address, resolve, rx_stamp
 from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
@@ -94,7 +95,8 @@ class ClientDaemon(DaemonBase):
             self.opened(self.uplinks.close)
             self.uplinks.open_all()
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
-            self.opened(self.tun.close)
+            self.netsetup = netsetup
+            self.opened(lambda: self.tun.close())  # the one open at exit (it may be re-made)
             self.opened(netsetup.teardown)
             clamp_forwarded_mss(netsetup, whole_mtu(link_mtu, outer_v6), cfg.fragments)
             self.opened(self.host.teardown)
@@ -268,7 +270,12 @@ class ClientDaemon(DaemonBase):
         return read
 
     def _on_tun(self, now: float) -> None:
-        read_tun(self.tun, self._from_tun, self._send, now, self.loop.faults)
+        try:
+            read_tun(self.tun, self._from_tun, self._send, now, self.loop.faults)
+        except TunGone:
+            self.tun = self.reopen_tun(self.tun, self.netsetup, self._on_tun)
+            self._host_changed = True  # the full tunnel's routes through it went with it
+            self._next_check = now
 
     def _from_tun(self, packet: bytes, now: float) -> None:
         if not self._looped(packet):

@@ -153,6 +153,7 @@ class DaemonBase:
         self._send_errors_seen: dict[tuple[str, int], tuple[float, int]] = {}
         self.recent_events: deque[tuple[float, str]] = deque(maxlen=RECENT_EVENTS)
         self.tun_write_errors = 0
+        self.tun_recreated = 0
         self._closers: list[Callable[[], None]] = []
 
     def send_error(self, link: str, exc: OSError) -> None:
@@ -171,6 +172,19 @@ class DaemonBase:
 
     def opened(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
+
+    def reopen_tun(self, tun: Tun, setup: InterfaceSetup, on_readable: Callable[[float], None]
+                   ) -> Tun:
+        """The TUN was deleted from outside: make it again with the same name, MTU,
+        addresses and routes, in the loop in place of the dead one (one log line)."""
+        self.loop.remove(tun.fd)
+        tun.close()
+        new = Tun(tun.name)
+        setup.restore()
+        self.loop.add(new.fd, on_readable)
+        self.tun_recreated += 1
+        log.warning("tun %s was deleted: made again (addresses and routes put back)", new.name)
+        return new
 
     def write_delivered(self, tun: Tun, delivered: list[bytes]) -> None:
         if delivered:
@@ -197,6 +211,7 @@ class DaemonBase:
     def status_reply(self, tun: Tun, mtu: int, counters: dict[str, int], peers: list[Peer],
                      **extra: Any) -> dict[str, Any]:
         counters = dict(counters, send_errors=self.send_errors, tun_write_errors=self.tun_write_errors,
+                        tun_recreated=self.tun_recreated,
                         internal_errors=self.loop.faults.count)
         return {"ok": True, "role": self.role, "tun": tun.name, "mtu": mtu, **extra,
                 "uptime_s": round(time.monotonic() - self.book.started, 1),

@@ -17,6 +17,7 @@ from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
 from braid.core.wire import tun_mtu, whole_mtu
 from braid.io.hostnet import HostSetup, default_route_interface
 from braid.io.netlink import NetlinkError
+from braid.io.tun import TunGone
 from braid.io.udp import Listener
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
@@ -53,7 +54,7 @@ class GatewayDaemon(DaemonBase):
             self.loop.add(self.sock.fileno(), self._on_socket)
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
             self.netsetup = netsetup
-            self.opened(self.tun.close)
+            self.opened(lambda: self.tun.close())  # the one open at exit (it may be re-made)
             self.opened(netsetup.teardown)
             clamp_forwarded_mss(netsetup, whole_mtu(cfg.mtu, outer_v6), cfg.fragments)
             for net in self._routed(cfg):
@@ -149,7 +150,10 @@ class GatewayDaemon(DaemonBase):
                 self.loop.faults.record(f"a datagram from {addr}")
 
     def _on_tun(self, now: float) -> None:
-        read_tun(self.tun, self.core.on_tun_packet, self._send, now, self.loop.faults)
+        try:
+            read_tun(self.tun, self.core.on_tun_packet, self._send, now, self.loop.faults)
+        except TunGone:
+            self.tun = self.reopen_tun(self.tun, self.netsetup, self._on_tun)
 
     def _send(self) -> None:
         send = self.sock.send

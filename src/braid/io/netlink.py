@@ -65,26 +65,46 @@ class InterfaceSetup:
     def __init__(self, device: str) -> None:
         self.device = device
         self._undo: list[tuple[str, ...]] = []  # whole commands, run in reverse order
+        self._mtu: tuple[int, int] | None = None
+        self._addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+        self._routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     def up(self, mtu: int, txqueuelen: int = 2000) -> None:
         ip("link", "set", "dev", self.device, "mtu", str(mtu), "txqueuelen", str(txqueuelen), "up")
+        self._mtu = (mtu, txqueuelen)
 
     def add_address(self, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
         args: tuple[str, ...] = ("addr", "add", str(iface), "dev", self.device)
         if iface.version == 6:
             args += ("nodad",)
         ip(*args)
-        self._undo.append(("ip", "addr", "del", str(iface), "dev", self.device))
+        undo = ("ip", "addr", "del", str(iface), "dev", self.device)
+        if undo not in self._undo:
+            self._undo.append(undo)
+            self._addresses.append(iface)
 
     def add_route(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
         ip("route", "replace", str(net), "dev", self.device)
-        self._undo.append(("ip", "route", "del", str(net), "dev", self.device))
+        undo = ("ip", "route", "del", str(net), "dev", self.device)
+        if undo not in self._undo:
+            self._undo.append(undo)
+            self._routes.append(net)
 
     def remove_route(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
         undo = ("ip", "route", "del", str(net), "dev", self.device)
         if undo in self._undo:
             self._undo.remove(undo)
+            self._routes.remove(net)
             _run(undo)
+
+    def restore(self) -> None:
+        """The device was made again (same name): put back its MTU, addresses and routes."""
+        if self._mtu is not None:
+            self.up(*self._mtu)
+        for iface in list(self._addresses):
+            self.add_address(iface)
+        for net in list(self._routes):
+            self.add_route(net)
 
     def clamp_mss(self, whole_mtu: int) -> None:
         """Forwarded TCP through the TUN (either way) is told an MSS whose segments fit one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -10,6 +11,10 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 MAX_PACKET = 65535
+
+
+class TunGone(OSError):
+    """The TUN device was deleted (`ip link del`): its file descriptor is dead."""
 
 
 class Tun:
@@ -27,6 +32,7 @@ class Tun:
         self.name = result[:16].rstrip(b"\x00").decode()
 
     def read_batch(self, limit: int = 64) -> list[bytes]:
+        """Up to `limit` packets; raises TunGone if the device was deleted from outside."""
         out = []
         read = os.read
         for _ in range(limit):
@@ -34,6 +40,10 @@ class Tun:
                 out.append(read(self.fd, MAX_PACKET))
             except BlockingIOError:
                 break
+            except OSError as exc:
+                if exc.errno in (errno.EBADFD, errno.EIO, errno.ENXIO):
+                    raise TunGone(self.name) from exc
+                raise
         return out
 
     def write(self, packet: bytes) -> bool:
