@@ -307,3 +307,20 @@ def test_a_far_link_sent_twice_its_rate_is_cut_to_it():
     est._end_startup()
     _drive_far_link(est, 25e6, 0.300, 1.0, 1.0, 4.0)
     assert est.overdriven >= 1 and 22e6 <= est.capacity() <= 27e6, est.capacity()
+
+
+def test_a_report_claiming_a_short_receive_span_cannot_raise_the_estimate_past_the_send_rate():
+    """Issue 12: a forged report (or arrivals bunched by jitter) can make the receiver's
+    time span of some bytes short; those bytes were sent over a longer span, and a link
+    cannot deliver faster than they were sent (BBR's rule: the longer of the two spans)."""
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0, initial_rate=5e6)
+    est._end_startup()
+    sent, dt = 0, 0.02
+    for k in range(1, 101):  # 2 s at 10 Mbit/s, reports every 20 ms claiming 10 ms each
+        now = k * dt
+        sent += int(10e6 * dt / 8)
+        est.on_sent(now, sent)
+        est.on_delivery(now + 0.01, int(k * 10_000), sent, now)
+    assert est.capacity() <= 11e6, f"{est.capacity() / 1e6:.1f} Mbit/s"

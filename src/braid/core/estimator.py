@@ -164,6 +164,12 @@ class RateEstimator:
                     continue
                 return
             if span <= 1.0:
+                # the longer of the receive and the send span of those bytes (BBR's rule): a
+                # link cannot deliver faster than they were sent, however compressed their
+                # arrivals (jitter) or whatever span a forged report claims
+                s0, s1 = self._hist_sent[i], self._hist_sent[-1]
+                if s0 is not None and s1 is not None and span < s1 - s0 <= 1.0:
+                    span = s1 - s0
                 self.recent_rate = _bits(rx_bytes, b0) / span
                 break
         else:
