@@ -51,6 +51,9 @@ REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's
 # (a satellite, a slow 3G): it carries bulk only while the near links have less than this
 # share of the capacity, since every flow it carries waits at the receiver for its packets
 FAR_SHARE = 0.5
+# realtime protection: an interactive packet (classify.INTERACTIVE: VoIP, games, DNS, ICMP,
+# DSCP EF) is sent twice while the link it takes loses more than this share of datagrams
+DUPLICATE_LOSS = 0.005
 BULK_LINKS_REFRESH = 0.050  # seconds the choice of bulk links is kept between recomputations
 MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
 # seconds a new link may be kept busy with padding while its first startup measures it (a
@@ -127,7 +130,7 @@ class Bond:
         self.stats = dict.fromkeys(
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
-             "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited"), 0)
+             "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited", "duplicated"), 0)
         self.rx = Receiver(self.stats)  # dedup, reassembly, reordering: -> rx.delivered
         self.delivered = self.rx.delivered
 
@@ -264,7 +267,10 @@ class Bond:
                 link = pick_urgent(self.links, size, now, LINK_BACKLOG)
                 self.stats["urgent"] += 1
                 link.take_pace(size, now)
-                self._send_data(link, flow, fseq, self._take_seq(), payload, True, now)
+                seq = self._take_seq()
+                self._send_data(link, flow, fseq, seq, payload, True, now)
+                if klass == INTERACTIVE and link.loss > DUPLICATE_LOSS:
+                    self._duplicate(link, flow, fseq, seq, payload, size, now)
             return
         # numbers are taken only once the tunnel has accepted the packet: a dropped packet
         # must leave no gap in its flow's or the global sequence, or the receiver would hold
@@ -412,6 +418,19 @@ class Bond:
             return
         link.on_sent_expecting_answer(now)
         self._history.record(link.id, counter, now, flow, fseq, seq, packet)
+
+    def _duplicate(self, first: Link, flow: int, fseq: int, seq: int, payload: bytes, size: int,
+                   now: float) -> None:
+        """Realtime protection: a copy of an interactive packet whose link is lossy, on the
+        next-best usable link (or the same one if it is the only one: random losses rarely
+        take two datagrams in a row). Same numbers: the receiver keeps whichever copy
+        arrives first and counts the other as a duplicate. A NACK recovers a loss a round
+        trip later, too late for a voice frame."""
+        others = [lk for lk in self.links if lk is not first and lk.usable]
+        link = pick_urgent(others, size, now, LINK_BACKLOG) if others else first
+        link.take_pace(size, now)
+        self._send_data(link, flow, fseq, seq, payload, True, now)
+        self.stats["duplicated"] += 1
 
     def _resend(self, items: list[Item], now: float) -> None:
         """Put packets at the head of a link's queue and send. They pass the queue, so the
