@@ -168,9 +168,7 @@ class Bond:
             self._reserved = None
         if resend:
             self._resend(resend, now)
-        for item in moved:
-            size = self._data_size(len(item[3]))
-            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
+        self._requeue(moved, now)
         self._update_modes(now)
         return added, [link.name for link in gone]
 
@@ -462,7 +460,12 @@ class Bond:
         unacked = self._history.take_unacknowledged(link.id, now)
         if unacked:
             self._resend(unacked, now)
-        for item in queued:
+        self._requeue(queued, now)
+
+    def _requeue(self, items: list[Item], now: float) -> None:
+        """Queued packets of a link that stopped (or went away), in their order, onto the
+        links the scheduler picks for them now."""
+        for item in items:
             size = self._data_size(len(item[3]))
             self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
 
