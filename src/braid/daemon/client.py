@@ -70,7 +70,7 @@ class ClientDaemon(DaemonBase):
         self._cap_seen: dict[int, int] = {}  # link id -> its wire bytes when last counted
         self._next_cap_check = 0.0
         self._next_save = 0.0
-        link_cfgs = [self._link_config(spec) for spec in cfg.links]
+        link_cfgs = [self._link_config(spec, self._ids[spec.name]) for spec in cfg.links]
         self.link_mtu = link_mtu = min(lc.mtu for lc in link_cfgs)  # every datagram fits every link
         self.mtu = tun_mtu(link_mtu, outer_v6, cfg.fragments)
         now = time.monotonic()
@@ -116,11 +116,14 @@ class ClientDaemon(DaemonBase):
             self.close()
             raise
 
-    def _link_config(self, spec: LinkSpec) -> LinkConfig:
+    @staticmethod
+    def _mtu(spec: LinkSpec) -> int:
+        return spec.mtu or interface_mtu(spec.bind) or 1500
+
+    def _link_config(self, spec: LinkSpec, link_id: int) -> LinkConfig:
         """A link as the core runs it: a link over its monthly cap acts as a backup."""
-        mtu = spec.mtu or interface_mtu(spec.bind) or 1500
         role = BACKUP if self.caps.over(spec.name) else spec.role
-        return LinkConfig(spec.name, self._ids[spec.name], mtu, role)
+        return LinkConfig(spec.name, link_id, self._mtu(spec), role)
 
     def _count_caps(self, now: float) -> None:
         """Once a second: add each capped link's bytes to its period's count; a link that
@@ -139,7 +142,8 @@ class ClientDaemon(DaemonBase):
         for line in events:
             log.warning("%s", line)
         if events:
-            self.core.set_links([self._link_config(spec) for spec in self.cfg.links], now)
+            self.core.set_links([self._link_config(spec, self._ids[spec.name])
+                                 for spec in self.cfg.links], now)
         if events or (self.caps.caps and now >= self._next_save):
             self._save_state(now)
 
@@ -360,7 +364,6 @@ class ClientDaemon(DaemonBase):
     def _reload_links(self, new: ClientConfig) -> list[str]:
         """Apply the new config's links; raises ConfigError (nothing applied) if one cannot
         be. A link keeps its id while its name stays; a new one takes the lowest free id."""
-        self.caps.configure(_cap_specs(new), self.caps.state(), date.today())
         ids = {spec.name: self._ids[spec.name] for spec in new.links if spec.name in self._ids}
         # not an id just removed either: its datagrams in flight would count for the new link
         free = (i for i in range(MAX_LINKS) if i not in ids.values() and i not in self._ids.values())
@@ -370,15 +373,12 @@ class ClientDaemon(DaemonBase):
                 if ids[spec.name] == MAX_LINKS:
                     raise ConfigError(f"{self.config_path}: link {spec.name}: no free link id "
                                       "(restart to renumber)")
-        old_ids, self._ids = self._ids, ids
-        try:
-            configs = [self._link_config(spec) for spec in new.links]
-        finally:
-            self._ids = old_ids
-        for c in configs:
-            if c.mtu < self.link_mtu:
-                raise ConfigError(f"{self.config_path}: link {c.name}: MTU {c.mtu} is below the "
+        for spec in new.links:
+            if (mtu := self._mtu(spec)) < self.link_mtu:
+                raise ConfigError(f"{self.config_path}: link {spec.name}: MTU {mtu} is below the "
                                   f"tunnel's links' {self.link_mtu}: it needs a restart")
+        self.caps.configure(_cap_specs(new), self.caps.state(), date.today())
+        configs = [self._link_config(spec, ids[spec.name]) for spec in new.links]
         old = {spec.name: spec for spec in self.cfg.links}
         changes = []
         for name, link_id in self._ids.items():
