@@ -36,7 +36,8 @@ LINK_COUNTERS = (
     ("braid_link_tx_packets_total", "Datagrams sent on the link", "tx_packets"),
     ("braid_link_rx_packets_total", "Datagrams received on the link", "rx_packets"),
 )
-GAUGE_COUNTERS = {"reorder_held"}  # peer counters that are levels, not totals
+# peer counters that are levels, not totals
+GAUGE_COUNTERS = {"reorder_held", "reorder_held_bytes", "reorder_limit_bytes"}
 
 
 def _escape(value: Any) -> str:

@@ -66,7 +66,8 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
         "forged": peer.stats.forged, "replayed": peer.stats.replayed,
         "expired_keys": peer.stats.expired_keys,
         "address_limited": peer.sources.limited,  # not sent: an unvalidated address's 3x budget
-        "reorder_held": bond.reorder.held, "gaps_lost": bond.reorder.gaps_lost,
+        "reorder_held": bond.reorder.held, "reorder_held_bytes": bond.reorder.held_bytes,
+        "reorder_limit_bytes": bond.reorder.max_bytes, "gaps_lost": bond.reorder.gaps_lost,
         "gaps_timed_out": bond.reorder.gaps_timed_out, "late": bond.reorder.late,
     })
     return {"peer": peer.name, "established": peer.established, "links": links, "counters": counters}

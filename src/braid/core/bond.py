@@ -131,7 +131,7 @@ class Bond:
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
              "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited", "duplicated"), 0)
-        self.rx = Receiver(self.stats)  # dedup, reassembly, reordering: -> rx.delivered
+        self.rx = Receiver(self.stats, REORDER_TIMEOUT_MAX)  # dedup, reassembly, reordering: -> rx.delivered
         self.delivered = self.rx.delivered
 
     def set_links(self, configs: list[LinkConfig], now: float) -> tuple[list[str], list[str]]:
@@ -642,7 +642,7 @@ class Bond:
         self._update_modes(now)
         idle = self._was_idle
         self._reserve(now)
-        self.rx.expire(now)
+        self.rx.on_timer(now)
         for link in self.links:
             self._pump(link, now)
             quiet = now - max(link.last_heard, link.silent_since)

@@ -10,11 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import wire
-from .reorder import ReorderBuffer
+from .reorder import (
+    MAX_HELD_BYTES,
+    MAX_HELD_PACKETS,
+    MIN_HELD_BYTES,
+    MIN_HELD_PACKETS,
+    ReorderBuffer,
+)
 from .replay import SEQ_MOD, SeqFilter
+from .windowed import WindowedMax
 
 FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
+RATE_SAMPLE = 0.1  # seconds: the receive rate that sizes the reorder buffer is sampled this often
+RATE_WINDOW = 10.0  # seconds: the buffer follows the highest rate sampled this long
 
 
 @dataclass(slots=True)
@@ -28,12 +37,17 @@ class _Partial:
 
 
 class Receiver:
-    def __init__(self, stats: dict[str, int]) -> None:
+    def __init__(self, stats: dict[str, int], hold_max: float) -> None:
         """`stats`: the bond's counters (duplicates, reassembled, fragments_expired,
-        bad_frames, tun_out), updated here."""
+        bad_frames, tun_out), updated here. `hold_max`: the longest a gap may hold a flow
+        (seconds); with the receive rate it sizes the reorder buffer."""
         self.stats = stats
+        self.hold_max = hold_max
         self.delivered: list[bytes] = []
-        self.reorder = ReorderBuffer()
+        self.reorder = ReorderBuffer(MIN_HELD_PACKETS, MIN_HELD_BYTES)
+        self._rx_bytes = 0  # data bytes received since the current rate sample began
+        self._sample_start: float | None = None
+        self._peak_rate = WindowedMax(RATE_WINDOW)  # bytes/s
         self._seen = SeqFilter()
         self._partial: dict[int, _Partial] = {}  # first fragment's seq -> what arrived
 
@@ -42,6 +56,7 @@ class Receiver:
             self.stats["duplicates"] += 1
             return
         packet, seq = frame.packet, frame.seq
+        self._rx_bytes += len(packet)
         tag = wire.fragment_tag(packet)
         if tag is not None:
             whole = self._reassemble(frame, tag, now)
@@ -59,7 +74,30 @@ class Receiver:
     def next_deadline(self, timeout: float) -> float | None:
         return self.reorder.next_deadline(timeout) if self.reorder.held else None
 
-    def expire(self, now: float) -> None:
+    def on_timer(self, now: float) -> None:
+        """Size the reorder buffer from what arrives; drop overdue fragments."""
+        self._resize(now)
+        self._expire(now)
+
+    def _resize(self, now: float) -> None:
+        """The reorder buffer may hold what arrives while a gap holds a flow at the longest,
+        twice over: at 2 x (highest receive rate of the last RATE_WINDOW) x `hold_max`,
+        between MIN_HELD_BYTES and MAX_HELD_BYTES. The rate is what really arrived here, so
+        a peer can raise the limit only by sending that much, whatever its reports claim."""
+        start = self._sample_start
+        if start is None:
+            self._sample_start = now
+            return
+        if now - start < RATE_SAMPLE:
+            return
+        self._peak_rate.update(now, self._rx_bytes / (now - start))
+        self._rx_bytes, self._sample_start = 0, now
+        limit = int(2 * self._peak_rate.get(0.0) * self.hold_max)
+        limit = min(MAX_HELD_BYTES, max(MIN_HELD_BYTES, limit))
+        self.reorder.max_bytes = limit
+        self.reorder.max_held = min(MAX_HELD_PACKETS, max(MIN_HELD_PACKETS, limit >> 10))
+
+    def _expire(self, now: float) -> None:
         """Drop partly received packets whose other fragments are overdue."""
         partial = self._partial
         while partial:
@@ -71,7 +109,8 @@ class Receiver:
 
     def reset(self) -> None:
         """The peer restarted: its sequence numbers start over."""
-        self.reorder = ReorderBuffer()
+        old = self.reorder
+        self.reorder = ReorderBuffer(old.max_held, old.max_bytes)
         self._seen = SeqFilter()
         self._partial.clear()
 

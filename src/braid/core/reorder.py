@@ -22,9 +22,13 @@ def fseq_diff(a: int, b: int) -> int:
     return d - FLOW_SEQ_MOD if d >= FLOW_SEQ_MOD // 2 else d
 
 
-# bytes held behind gaps at most (what an authenticated peer can pin): 128 ms at 1 Gbit/s,
-# over 2 s at 60 Mbit/s; the reorder deadline (at most 1 s) frees them sooner in practice
+# bytes held behind gaps at most (what an authenticated peer can pin). The working limit
+# follows what really arrives (`Receiver.resize`): twice the highest receive rate of the last
+# 10 s times the longest a gap may hold a flow, between these two bounds
 MAX_HELD_BYTES = 16 << 20
+MIN_HELD_BYTES = 1 << 20
+MAX_HELD_PACKETS = 8192
+MIN_HELD_PACKETS = 1024
 
 
 @dataclass(slots=True)
@@ -35,7 +39,8 @@ class _Flow:
 
 
 class ReorderBuffer:
-    def __init__(self, max_held: int = 8192, max_bytes: int = MAX_HELD_BYTES) -> None:
+    def __init__(self, max_held: int = MAX_HELD_PACKETS, max_bytes: int = MAX_HELD_BYTES
+                 ) -> None:
         self.max_held = max_held
         self.max_bytes = max_bytes
         self._flows: dict[int, _Flow] = {}
