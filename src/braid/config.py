@@ -48,7 +48,7 @@ class ClientConfig:
     private_key: bytes
     addresses: tuple[Interface, ...]
     gateway_public_key: bytes
-    endpoint: tuple[str, int]
+    endpoints: tuple[tuple[str, int], ...]  # the gateway's; each link uses one it can reach
     links: tuple[LinkSpec, ...]
     tun: str
     control: str
@@ -272,6 +272,29 @@ def _hostport(r: _Reader, key: str) -> tuple[str, int]:
         raise r.error(key, str(exc)) from None
 
 
+MAX_ENDPOINTS = 8
+
+
+def _endpoints(r: _Reader) -> tuple[tuple[str, int], ...]:
+    """`endpoint = "host:port"` or `endpoints = ["host:port", ...]` (not both)."""
+    if "endpoints" not in r.table:
+        return (_hostport(r, "endpoint"),)
+    if "endpoint" in r.table:
+        raise r.error("endpoints", "give endpoint or endpoints, not both")
+    items = r.get("endpoints", list)
+    if not items or len(items) > MAX_ENDPOINTS or not all(isinstance(v, str) for v in items):
+        raise r.error("endpoints", f"must be a list of 1-{MAX_ENDPOINTS} \"host:port\" strings")
+    out = []
+    for item in items:
+        try:
+            out.append(parse_hostport(item, DEFAULT_PORT))
+        except ValueError as exc:
+            raise r.error("endpoints", f"{item!r} {exc}") from None
+    if len(set(out)) < len(out):
+        raise r.error("endpoints", "lists an endpoint twice")
+    return tuple(out)
+
+
 def _common(r: _Reader, role: str) -> dict[str, Any]:
     scheduler = r.get("scheduler", str, "earliest-arrival")
     if scheduler not in SCHEDULER_NAMES:
@@ -355,7 +378,7 @@ def load_client(path: str | Path) -> ClientConfig:
         raise c.error("fwmark", "must be from 1 to 2^32-1")
     cfg = ClientConfig(
         private_key=_private_key(c), addresses=_interfaces(c, "address"),
-        gateway_public_key=_key(g, "public_key"), endpoint=_hostport(g, "endpoint"),
+        gateway_public_key=_key(g, "public_key"), endpoints=_endpoints(g),
         links=tuple(links), routes=routes, table=table, fwmark=fwmark,
         kill_switch=c.get("kill_switch", bool, False), forwarding=c.get("forwarding", bool, True),
         state_dir=c.get("state_dir", str, "/var/lib/braid"), **common)

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.root
 BRAID = [sys.executable, "-m", "braid.cli.main"]
 RATES = (20, 10)
 GW_ADDR = "10.200.0.1"
+GW_ADDR6 = "fd00:200::1"
 
 
 def _key() -> tuple[str, str]:
@@ -45,25 +46,36 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 class Tunnel:
     def __init__(self, ns: Namespaces, workdir: Path, roles: tuple[str, ...] = ("primary", "primary"),
-                 endpoint: str = GW_ADDR) -> None:
+                 endpoint: str = GW_ADDR, families: tuple[int, ...] = (4, 4),
+                 endpoint_line: str | None = None, listen: str = "0.0.0.0:7000") -> None:
+        """`families`: the outer IP version each uplink has (addresses, a route to the
+        gateway); `endpoint_line` replaces the client's `endpoint = "ENDPOINT:7000"`."""
         self.ns, self.dir = ns, workdir
         ns.add("site")
         ns.add("gw")
         for i, rate in enumerate(RATES):
             ns.veth("site", f"up{i}", "gw", f"up{i}")
-            ns.run("site", ["ip", "addr", "add", f"10.201.{i}.1/30", "dev", f"up{i}"])
-            ns.run("gw", ["ip", "addr", "add", f"10.201.{i}.2/30", "dev", f"up{i}"])
+            if families[i] == 4:
+                ns.run("site", ["ip", "addr", "add", f"10.201.{i}.1/30", "dev", f"up{i}"])
+                ns.run("gw", ["ip", "addr", "add", f"10.201.{i}.2/30", "dev", f"up{i}"])
+                ns.run("site", ["ip", "route", "add", f"{GW_ADDR}/32", "via", f"10.201.{i}.2",
+                                "dev", f"up{i}", "metric", str(i + 1)])
+            else:
+                ns.run("site", ["ip", "addr", "add", f"fd01:{i}::1/64", "dev", f"up{i}", "nodad"])
+                ns.run("gw", ["ip", "addr", "add", f"fd01:{i}::2/64", "dev", f"up{i}", "nodad"])
+                ns.run("site", ["ip", "route", "add", f"{GW_ADDR6}/128", "via", f"fd01:{i}::2",
+                                "dev", f"up{i}", "metric", str(i + 1)])
             for role in ("site", "gw"):
                 ns.run(role, ["tc", "qdisc", "add", "dev", f"up{i}", "root", "tbf", "rate",
                               f"{rate}mbit", "burst", "16kb", "latency", "50ms"])
-            ns.run("site", ["ip", "route", "add", f"{GW_ADDR}/32", "via", f"10.201.{i}.2", "dev",
-                            f"up{i}", "metric", str(i + 1)])
         ns.run("gw", ["ip", "addr", "add", f"{GW_ADDR}/32", "dev", "lo"])
+        if 6 in families:
+            ns.run("gw", ["ip", "addr", "add", f"{GW_ADDR6}/128", "dev", "lo", "nodad"])
         gk, gp = _key()
         ck, cp = _key()
         (workdir / "gateway.toml").write_text(f'''[gateway]
 private_key = "{gk}"
-listen = "0.0.0.0:7000"
+listen = "{listen}"
 address = ["10.77.0.1/24", "fd77::1/64"]
 control = "{workdir}/gw.sock"
 [[client]]
@@ -81,7 +93,7 @@ state_dir = "{workdir}"
 metrics = "127.0.0.1:9477"
 [gateway]
 public_key = "{gp}"
-endpoint = "{endpoint}:7000"
+{endpoint_line or f'endpoint = "{endpoint}:7000"'}
 ''' + links)
         self.gw_log = open(workdir / "gateway.log", "w")  # noqa: SIM115
         self.cl_log = open(workdir / "client.log", "w")  # noqa: SIM115

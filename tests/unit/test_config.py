@@ -45,7 +45,7 @@ def test_valid_client_and_gateway(tmp_path):
     c = load_client(_write(tmp_path, CLIENT))
     assert [link.name for link in c.links] == ["fibre", "lte"]
     assert c.links[0].sockets == 2
-    assert c.endpoint == ("192.0.2.1", 7000)
+    assert c.endpoints == (("192.0.2.1", 7000),)
     assert c.warmup and not load_client(_write(tmp_path, CLIENT.replace(
         'address = "10.77.0.2/24"', 'address = "10.77.0.2/24"\nwarmup = false'))).warmup
     g = load_gateway(_write(tmp_path, GATEWAY, "g.toml"))
@@ -97,6 +97,26 @@ def test_a_missing_key_names_its_table_and_the_table_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_client(path)
     assert str(info.value) == f"{path}:{header}: link[1]: missing key 'bind'"
+
+
+def test_several_endpoints(tmp_path):
+    text = CLIENT.replace('endpoint = "192.0.2.1:7000"',
+                          'endpoints = ["192.0.2.1:7000", "[2001:db8::1]:7001", "gw.example"]')
+    c = load_client(_write(tmp_path, text))
+    assert c.endpoints == (("192.0.2.1", 7000), ("2001:db8::1", 7001), ("gw.example", 7000))
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ('endpoints = []', "list of 1-8"),
+    ('endpoints = ["192.0.2.1:7000", "192.0.2.1:7000"]', "twice"),
+    ('endpoints = ["192.0.2.1:70000"]', "out of range"),
+    ('endpoint = "192.0.2.1:7000"\nendpoints = ["192.0.2.2:7000"]', "not both"),
+])
+def test_bad_endpoints_name_the_key(tmp_path, value, reason):
+    path = _write(tmp_path, CLIENT.replace('endpoint = "192.0.2.1:7000"', value))
+    with pytest.raises(ConfigError) as info:
+        load_client(path)
+    assert "gateway.endpoints" in str(info.value) and reason in str(info.value), str(info.value)
 
 
 def test_a_bad_endpoint_is_reported_once(tmp_path):

@@ -25,7 +25,7 @@ from braid.io.hostnet import HostSetup
 from braid.io.netlink import NetlinkError, interface_mtu
 from braid.io.state import StateFile
 from braid.io.tun import TunGone
-from braid.io.udp import ANCILLARY, is_address, resolve, rx_stamp
+from braid.io.udp import ANCILLARY, Remote, is_address, resolve_all, rx_stamp
 from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
@@ -57,9 +57,10 @@ class ClientDaemon(DaemonBase):
     def __init__(self, cfg: ClientConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        family, self.remote = self._resolve()
-        self._remote_raw = socket.inet_pton(family, self.remote[0])
-        outer_v6 = family == socket.AF_INET6
+        remotes = self._resolve()
+        # the TUN's MTU is fixed at start: it leaves room for IPv6 outer headers if any
+        # gateway address is IPv6 (a link may take either family)
+        self._outer_v6 = outer_v6 = any(family == socket.AF_INET6 for family, _ in remotes)
         self._ids = {spec.name: i for i, spec in enumerate(cfg.links)}  # kept across reloads
         self.state = StateFile(cfg.tun, Path(cfg.state_dir))
         self._state = self.state.load()
@@ -80,18 +81,17 @@ class ClientDaemon(DaemonBase):
                                wall_floor_us=self._saved_wall)
         self._next_check = now + RETRY
         self._host_changed = False
-        self._family = family
         self._next_resolve = now
         self._resolving = False
-        self._resolved: tuple[int, tuple] | OSError | None = None  # from the resolver thread
+        self._resolved: tuple[list[Remote], list[str]] | None = None  # from the resolver thread
         try:
             self.opened(self._save_state)  # what caps counted, kept for the next start
             self.host = HostSetup(cfg.tun, cfg.table)
             self.host.remove_leftovers()
             self.uplinks = Uplinks([(self._ids[s.name], s.name, s.bind, s.sockets) for s in cfg.links],
-                                   family,
-                                   self.remote, cfg.fwmark if cfg.routes else None,
+                                   remotes, cfg.fwmark if cfg.routes else None,
                                    self._register, self._unregister)
+            self._remote_keys = self.uplinks.remote_keys()
             self.opened(self.uplinks.close)
             self.uplinks.open_all()
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
@@ -157,52 +157,67 @@ class ClientDaemon(DaemonBase):
         link = self.core.peer.bond.link(link_id)
         return link.name if link is not None else f"#{link_id}"
 
-    def _resolve(self) -> tuple[int, tuple]:
-        """The endpoint's address; a name that does not resolve yet (DNS not up at boot) is
-        retried, logged once, until it does or the daemon is told to stop."""
-        host, port = self.cfg.endpoint
+    def _endpoints_text(self) -> str:
+        return ", ".join(f"{host}:{port}" for host, port in self.cfg.endpoints)
+
+    def _resolve(self) -> list[Remote]:
+        """The gateway's addresses; while no endpoint resolves (DNS not up at boot) the
+        lookup is retried, logged once per reason, until one does or the daemon is told
+        to stop."""
         told = None
         while True:
-            try:
-                return resolve(host, port)
-            except OSError as exc:
-                reason = str(exc.strerror or exc)
-                if reason != told:
-                    log.warning("gateway endpoint %s: cannot resolve (%s); retrying every %.0f s",
-                                host, reason, RESOLVE_RETRY)
-                    told = reason
-                if self.loop.wait_for_signal(RESOLVE_RETRY):
-                    raise OSError(f"stopped before the gateway endpoint {host} resolved") from None
+            remotes, errors = resolve_all(self.cfg.endpoints)
+            for error in errors if remotes else ():
+                log.warning("gateway endpoint %s (the others are used)", error)
+            if remotes:
+                return remotes
+            reason = "; ".join(errors)
+            if reason != told:
+                log.warning("gateway endpoint: cannot resolve %s; retrying every %.0f s",
+                            reason, RESOLVE_RETRY)
+                told = reason
+            if self.loop.wait_for_signal(RESOLVE_RETRY):
+                raise OSError(f"stopped before the gateway endpoint {self._endpoints_text()} "
+                              "resolved") from None
 
     def _maybe_reresolve(self, now: float) -> None:
-        """No link has heard the gateway for a while and its endpoint is a name: look it
-        up again, in a thread (a resolver can block for seconds), and follow a new address."""
-        host, port = self.cfg.endpoint
+        """No link has heard the gateway for a while and an endpoint is a name: look it
+        up again, in a thread (a resolver can block for seconds), and follow new addresses."""
         result, self._resolved = self._resolved, None
-        if isinstance(result, OSError):
-            log.warning("gateway endpoint %s: cannot resolve again (%s)", host, result.strerror or result)
-        elif result is not None:
-            family, remote = result
-            if family != self._family:
-                log.warning("gateway endpoint %s now resolves to %s, another address family: "
-                            "kept %s (a restart follows it)", host, remote[0], self.remote[0])
-            elif remote[0] != self.remote[0]:
-                log.info("gateway endpoint %s moved: %s -> %s", host, self.remote[0], remote[0])
-                self.remote, self._remote_raw = remote, socket.inet_pton(family, remote[0])
-                self.uplinks.set_remote(remote)
-        if (self._resolving or is_address(host) or now < self._next_resolve
+        if result is not None:
+            self._follow(*result)
+        if (self._resolving or all(is_address(host) for host, _ in self.cfg.endpoints)
+                or now < self._next_resolve
                 or now - self.core.peer.last_authenticated < RERESOLVE_AFTER):
             return
         self._next_resolve = now + RERESOLVE_EVERY
         self._resolving = True
 
         def lookup() -> None:
-            try:
-                self._resolved = resolve(host, port)
-            except OSError as exc:
-                self._resolved = exc
+            self._resolved = resolve_all(self.cfg.endpoints)
             self._resolving = False
         threading.Thread(target=lookup, name="braid-resolve", daemon=True).start()
+
+    def _follow(self, remotes: list[Remote], errors: list[str]) -> None:
+        """A lookup's result: the links move to the new addresses (IPv6 ones only if the
+        TUN's MTU left room for them at start)."""
+        if not remotes:
+            log.warning("gateway endpoint: cannot resolve again (%s)", "; ".join(errors))
+            return
+        if not self._outer_v6 and any(family == socket.AF_INET6 for family, _ in remotes):
+            kept = [r for r in remotes if r[0] != socket.AF_INET6]
+            log.warning("gateway endpoint %s now resolves to IPv6 addresses too: used at a "
+                        "restart (the TUN's MTU has no room for IPv6 headers)",
+                        self._endpoints_text())
+            remotes = kept
+            if not remotes:
+                return
+        old = self.uplinks.remotes
+        if remotes != old:
+            log.info("gateway endpoint %s moved: %s -> %s", self._endpoints_text(),
+                     ", ".join(addr[0] for _, addr in old), ", ".join(addr[0] for _, addr in remotes))
+            self.uplinks.set_remotes(remotes)
+            self._remote_keys = self.uplinks.remote_keys()
 
     def _set_up_routing(self) -> None:
         cfg = self.cfg
@@ -291,16 +306,16 @@ class ClientDaemon(DaemonBase):
         line, so the loop cannot take the LAN down; the datagram is dropped."""
         version = packet[0] >> 4
         if version == 4:
-            if len(packet) < 28 or packet[9] != 17 or packet[16:20] != self._remote_raw:
+            if len(packet) < 28 or packet[9] != 17:
                 return False
-            udp = (packet[0] & 15) * 4
+            udp, dst = (packet[0] & 15) * 4, packet[16:20]
         elif version == 6:
-            if len(packet) < 48 or packet[6] != 17 or packet[24:40] != self._remote_raw:
+            if len(packet) < 48 or packet[6] != 17:
                 return False
-            udp = 40
+            udp, dst = 40, packet[24:40]
         else:
             return False
-        if int.from_bytes(packet[udp + 2 : udp + 4]) != self.remote[1]:
+        if (dst, int.from_bytes(packet[udp + 2 : udp + 4])) not in self._remote_keys:
             return False
         link_id = self.uplinks.link_of_port(int.from_bytes(packet[udp : udp + 2]))
         if link_id is None:
@@ -308,7 +323,8 @@ class ClientDaemon(DaemonBase):
         self.uplinks.hold(link_id, LOOP_HOLD)
         log.error("link %s: its own datagrams to the gateway came back through %s (a routing "
                   "loop: a route sends %s through the tunnel); link stopped for %.0f s",
-                  self._name(link_id), self.cfg.tun, self.remote[0], LOOP_HOLD)
+                  self._name(link_id), self.cfg.tun, socket.inet_ntop(
+                      socket.AF_INET if version == 4 else socket.AF_INET6, dst), LOOP_HOLD)
         return True
 
     def _send(self) -> None:
@@ -411,6 +427,7 @@ class ClientDaemon(DaemonBase):
         for peer in reply["peers"]:
             for link in peer["links"]:
                 link["local_address"] = self.uplinks.local_address(link["id"])
+                link["remote_address"] = self.uplinks.remote_address(link["id"])
                 cap = self.caps.caps.get(link["name"])
                 if cap is not None:
                     link["cap"] = cap.view()
@@ -418,7 +435,7 @@ class ClientDaemon(DaemonBase):
 
     def run(self) -> None:
         log.info("client up: tun %s mtu %d, %d link(s) to %s", self.tun.name, self.mtu,
-                 len(self.cfg.links), self.remote)
+                 len(self.cfg.links), self._endpoints_text())
         self.loop.install_signals()
         sd_notify("READY=1")
         self.core.on_timer(time.monotonic())

@@ -37,6 +37,30 @@ def resolve(host: str, port: int) -> tuple[int, tuple]:
     return family, addr
 
 
+Remote = tuple[int, tuple]  # (address family, socket address) of the gateway
+
+
+def resolve_all(endpoints: tuple[tuple[str, int], ...]) -> tuple[list[Remote], list[str]]:
+    """Every UDP address of every endpoint (a name may have A and AAAA records), in the
+    resolver's order, each once; and why each endpoint that did not resolve did not."""
+    out: list[Remote] = []
+    errors = []
+    for host, port in endpoints:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            errors.append(f"{host}: {exc.strerror or exc}")
+            continue
+        for family, _, _, _, addr in infos:
+            if (family, addr) not in out:
+                out.append((family, addr))
+    return out, errors
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
 def _buffers(sock: socket.socket) -> None:
     for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE as root
         try:

@@ -7,6 +7,11 @@ connected UDP socket keeps the ifindex and source address it had, so it goes on 
 on every netlink event (`NetlinkEvents`: links, addresses, routes) and, for uplinks not
 yet usable, every RETRY seconds. A link that cannot be opened is logged once per reason,
 with its name, and retried; it never stops the daemon.
+
+Each uplink picks its own gateway address among those the endpoints resolve to (IPv4 or
+IPv6 outer transport): the first one it can reach, that is, one it has a route to and,
+bound to an interface, a source address of its own for (the kernel would otherwise borrow
+another interface's address); bound to an address, one of that address's family.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .hostnet import interface_of_address
-from .udp import is_address, link_socket
+from .udp import Remote, family_of, is_address, link_socket
 
 log = logging.getLogger("braid.uplinks")
 
@@ -60,18 +65,25 @@ class Uplink:
     sockets: list[socket.socket] = field(default_factory=list)
     ifindex: int | None = None  # of the interface the sockets were opened on
     source: str | None = None  # their local address
+    remote: Remote | None = None  # the gateway address they are connected to
     reason: str | None = None  # why the link is not open (logged once)
     rr: int = 0
     held_until: float = -1.0  # stopped (its datagrams looped back through the tunnel) until
 
 
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
+
+
 class Uplinks:
-    def __init__(self, links: list[tuple[int, str, str, int]], family: int, remote: tuple,
+    def __init__(self, links: list[tuple[int, str, str, int]], remotes: list[Remote],
                  fwmark: int | None, register: Callable[[socket.socket, int], None],
                  unregister: Callable[[socket.socket], None]) -> None:
-        """`links`: (link id, name, bind, sockets) each; `register(sock, link_id)` adds a
-        socket to the event loop, `unregister(sock)` removes it."""
-        self.family, self.remote, self.fwmark = family, remote, fwmark
+        """`links`: (link id, name, bind, sockets) each; `remotes`: the gateway's addresses,
+        in order of preference; `register(sock, link_id)` adds a socket to the event loop,
+        `unregister(sock)` removes it."""
+        self.remotes, self.fwmark = list(remotes), fwmark
         self._register, self._unregister = register, unregister
         self.links: dict[int, Uplink] = {i: Uplink(i, name, bind, count)
                                          for i, name, bind, count in links}
@@ -85,7 +97,7 @@ class Uplinks:
     def _identity(self, up: Uplink) -> tuple[int | None, str | None]:
         """(ifindex, expected source) of the uplink as it is now; raises OSError if unusable."""
         if is_address(up.bind):
-            if not _is_local(up.bind, self.family):
+            if not _is_local(up.bind, family_of(up.bind)):
                 raise OSError(errno.EADDRNOTAVAIL, f"address {up.bind} is not assigned (yet)")
             return None, up.bind
         try:
@@ -102,8 +114,10 @@ class Uplinks:
             return describe(exc)
         if index is not None and index != up.ifindex:
             return f"interface {up.bind} was re-created"
-        if up.source is not None and not _is_local(up.source, self.family):
+        if up.source is not None and not _is_local(up.source, family_of(up.source)):
             return f"address {up.source} is gone"
+        if up.remote not in self.remotes:
+            return "the gateway's address changed"
         return None
 
     def _close(self, up: Uplink) -> None:
@@ -113,31 +127,21 @@ class Uplinks:
                 self._ports.pop(sock.getsockname()[1], None)
             sock.close()
         up.sockets = []
-        up.ifindex = up.source = None
+        up.ifindex = up.source = up.remote = None
 
     def _open(self, up: Uplink) -> bool:
         if time.monotonic() < up.held_until:
             return False
         try:
             index, _ = self._identity(up)
-            device = None
-            if is_address(up.bind):
-                device = interface_of_address(up.bind)
-            socks = []
-            try:
-                for _ in range(up.count):
-                    socks.append(link_socket(up.bind, self.family, self.remote, self.fwmark, device))
-            except OSError:
-                for s in socks:
-                    s.close()
-                raise
+            remote, socks = self._connect(up)
         except OSError as exc:
             reason = describe(exc)
             if reason != up.reason:
                 log.warning("link %s: cannot use %s: %s; retrying", up.name, up.bind, reason)
                 up.reason = reason
             return False
-        up.sockets, up.ifindex = socks, index
+        up.sockets, up.ifindex, up.remote = socks, index, remote
         up.source = socks[0].getsockname()[0] if socks else None
         for sock in socks:
             self._register(sock, up.link_id)
@@ -147,6 +151,47 @@ class Uplinks:
             self.reopened += 1
         up.reason = None
         return True
+
+    def _connect(self, up: Uplink) -> tuple[Remote, list[socket.socket]]:
+        """The uplink's sockets, connected to the first gateway address it can reach."""
+        device = interface_of_address(up.bind) if is_address(up.bind) else None
+        remotes = [r for r in self.remotes
+                   if not is_address(up.bind) or r[0] == family_of(up.bind)]
+        if not remotes:
+            raise OSError(errno.EAFNOSUPPORT, f"no gateway address of the family of {up.bind}")
+        borrowed: tuple[Remote, list[socket.socket]] | None = None
+        error: OSError | None = None
+        for remote in remotes:
+            try:
+                socks = self._sockets(up, remote, device)
+            except OSError as exc:
+                error = error or exc
+                continue
+            # an interface with no address of this family borrows another interface's: a
+            # last resort only, when a family of its own cannot reach the gateway
+            if (len(remotes) == 1 or is_address(up.bind)
+                    or interface_of_address(socks[0].getsockname()[0]) == up.bind):
+                if borrowed is not None:
+                    _close_all(borrowed[1])
+                return remote, socks
+            if borrowed is None:
+                borrowed = remote, socks
+            else:
+                _close_all(socks)
+        if borrowed is not None:
+            return borrowed
+        assert error is not None
+        raise error
+
+    def _sockets(self, up: Uplink, remote: Remote, device: str | None) -> list[socket.socket]:
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(up.count):
+                socks.append(link_socket(up.bind, remote[0], remote[1], self.fwmark, device))
+        except OSError:
+            _close_all(socks)
+            raise
+        return socks
 
     # ------------------------------------------------------------------ public
 
@@ -165,13 +210,18 @@ class Uplinks:
         if up is not None:
             self._close(up)
 
-    def set_remote(self, remote: tuple) -> None:
-        """The gateway's address changed (its name resolves elsewhere now): every socket is
-        connected again, to the new address."""
-        self.remote = remote
+    def set_remotes(self, remotes: list[Remote]) -> None:
+        """The gateway's addresses changed (a name resolves elsewhere now): a link connected
+        to an address no longer among them is connected again, to one that is."""
+        self.remotes = list(remotes)
         for up in self.links.values():
-            self._close(up)
-            self._open(up)
+            if up.sockets and up.remote not in self.remotes:
+                self._close(up)
+                self._open(up)
+
+    def remote_keys(self) -> set[tuple[bytes, int]]:
+        """(packed address, port) of every gateway address (to recognise our own datagrams)."""
+        return {(socket.inet_pton(family, addr[0]), addr[1]) for family, addr in self.remotes}
 
     def link_of_port(self, port: int) -> int | None:
         """The link whose socket has this local port, if any."""
@@ -227,6 +277,14 @@ class Uplinks:
     def local_address(self, link_id: int) -> str | None:
         up = self.links.get(link_id)
         return None if up is None else up.source
+
+    def remote_address(self, link_id: int) -> str | None:
+        """The gateway address the link sends to, as host:port."""
+        up = self.links.get(link_id)
+        if up is None or up.remote is None:
+            return None
+        host, port = up.remote[1][:2]
+        return f"[{host}]:{port}" if up.remote[0] == socket.AF_INET6 else f"{host}:{port}"
 
     def close(self) -> None:
         for up in self.links.values():
