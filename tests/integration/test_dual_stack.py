@@ -53,3 +53,34 @@ def test_each_link_uses_the_family_it_can_reach(tmp_path, form):
     finally:
         ns.close()
         shutil.rmtree(etc, ignore_errors=True)
+
+
+def test_a_link_that_loses_its_ipv6_route_moves_to_ipv4(tmp_path):
+    """A dual-stack uplink on IPv6 (listed first) whose IPv6 route goes: it re-binds to the
+    gateway's IPv4 address on the netlink event, with no restart."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces)")
+    with Namespaces() as ns:
+        line = f'endpoints = ["[{GW_ADDR6}]:7000", "{GW_ADDR}:7000"]'
+        tunnel = Tunnel(ns, tmp_path, families=(4, 46), endpoint_line=line, listen="[::]:7000")
+
+        def l1() -> dict:
+            return next(lk for lk in tunnel.status()["peers"][0]["links"] if lk["name"] == "l1")
+        assert l1()["remote_address"] == f"[{GW_ADDR6}]:7000"
+        start = time.monotonic()
+        ns.run("site", ["ip", "route", "del", f"{GW_ADDR6}/128", "dev", "up1"])
+        moved = None
+        while time.monotonic() - start < 10:
+            link = l1()
+            if link["remote_address"] == f"{GW_ADDR}:7000" and moved is None:
+                moved = time.monotonic() - start
+            if moved is not None and link["state"] == "up" and link["rx_bytes"] > 0:
+                break
+            time.sleep(0.05)
+        rx = l1()["rx_bytes"]
+        time.sleep(1.0)
+        print(f"IPv6 route removed: l1 on IPv4 after {moved * 1000 if moved else -1:.0f} ms, "
+              f"state {l1()['state']}")
+        assert moved is not None and moved < 2.0
+        assert l1()["state"] == "up" and l1()["rx_bytes"] > rx  # heard on its new address
+        assert tunnel.internal_errors() == {"client": 0, "gateway": 0}

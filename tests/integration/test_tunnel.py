@@ -49,18 +49,18 @@ class Tunnel:
                  endpoint: str = GW_ADDR, families: tuple[int, ...] = (4, 4),
                  endpoint_line: str | None = None, listen: str = "0.0.0.0:7000") -> None:
         """`families`: the outer IP version each uplink has (addresses, a route to the
-        gateway); `endpoint_line` replaces the client's `endpoint = "ENDPOINT:7000"`."""
+        gateway): 4, 6 or 46 (both); `endpoint_line` replaces the client's `endpoint = "ENDPOINT:7000"`."""
         self.ns, self.dir = ns, workdir
         ns.add("site")
         ns.add("gw")
         for i, rate in enumerate(RATES):
             ns.veth("site", f"up{i}", "gw", f"up{i}")
-            if families[i] == 4:
+            if families[i] in (4, 46):
                 ns.run("site", ["ip", "addr", "add", f"10.201.{i}.1/30", "dev", f"up{i}"])
                 ns.run("gw", ["ip", "addr", "add", f"10.201.{i}.2/30", "dev", f"up{i}"])
                 ns.run("site", ["ip", "route", "add", f"{GW_ADDR}/32", "via", f"10.201.{i}.2",
                                 "dev", f"up{i}", "metric", str(i + 1)])
-            else:
+            if families[i] in (6, 46):
                 ns.run("site", ["ip", "addr", "add", f"fd01:{i}::1/64", "dev", f"up{i}", "nodad"])
                 ns.run("gw", ["ip", "addr", "add", f"fd01:{i}::2/64", "dev", f"up{i}", "nodad"])
                 ns.run("site", ["ip", "route", "add", f"{GW_ADDR6}/128", "via", f"fd01:{i}::2",
@@ -69,7 +69,7 @@ class Tunnel:
                 ns.run(role, ["tc", "qdisc", "add", "dev", f"up{i}", "root", "tbf", "rate",
                               f"{rate}mbit", "burst", "16kb", "latency", "50ms"])
         ns.run("gw", ["ip", "addr", "add", f"{GW_ADDR}/32", "dev", "lo"])
-        if 6 in families:
+        if 6 in families or 46 in families:
             ns.run("gw", ["ip", "addr", "add", f"{GW_ADDR6}/128", "dev", "lo", "nodad"])
         gk, gp = _key()
         ck, cp = _key()

@@ -116,9 +116,20 @@ class Uplinks:
             return f"interface {up.bind} was re-created"
         if up.source is not None and not _is_local(up.source, family_of(up.source)):
             return f"address {up.source} is gone"
-        if up.remote not in self.remotes:
+        remote = up.remote
+        if remote is None or remote not in self.remotes:
             return "the gateway's address changed"
+        if len(self.remotes) > 1 and not self._reaches(up, remote):
+            return f"no route to the gateway's {remote[1][0]} any more"  # another may do
         return None
+
+    def _reaches(self, up: Uplink, remote: Remote) -> bool:
+        device = interface_of_address(up.bind) if is_address(up.bind) else None
+        try:
+            link_socket(up.bind, remote[0], remote[1], self.fwmark, device).close()
+        except OSError:
+            return False
+        return True
 
     def _close(self, up: Uplink) -> None:
         for sock in up.sockets:
