@@ -588,6 +588,41 @@ def test_a_tun_deleted_from_outside_is_made_again(tunnel, end):
     assert recreated() == before + 1
     assert gap <= 2.0 and tunnel._pings()
 
+def test_a_link_with_no_route_never_shows_up(tunnel):
+    """l0's route to the gateway is removed. Bound to its interface, the socket then makes
+    the kernel ask for the gateway's address on the uplink itself; the far end does not
+    answer for an address it does not hold on that interface (arp_ignore=1, as an ISP's
+    router), so l0's datagrams go nowhere. l0 must leave "up" within 1 s, and a client
+    started that way must never show it up (the downstream still works: only tx is down)."""
+    ns = tunnel.ns
+
+    def l0() -> dict:
+        return next(lk for lk in tunnel.status()["peers"][0]["links"] if lk["name"] == "l0")
+    ns.run("gw", ["sysctl", "-qw", "net.ipv4.conf.up0.arp_ignore=1"])
+    ns.run("site", ["ip", "route", "del", f"{GW_ADDR}/32", "dev", "up0"])
+    try:
+        start = time.monotonic()
+        _wait_for(lambda: l0()["state"] != "up", 3, "l0 no longer up")
+        left = time.monotonic() - start
+        tunnel.restart("client")
+        _wait_for(tunnel._pings, 15, "a ping through the tunnel after the restart")
+        seen = []
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            link = l0()
+            seen.append((link["state"], link["state_tx"]))
+        print(f"route removed: l0 left up after {left * 1000:.0f} ms; after a restart, l0's "
+              f"states over 5 s: {sorted(set(seen))} ({len(seen)} looks)")
+        assert left < 1.0
+        assert all(state != "up" and tx != "up" for state, tx in seen), seen
+        assert tunnel._pings()  # over l1
+    finally:
+        ns.run("site", ["ip", "route", "add", f"{GW_ADDR}/32", "via", "10.201.0.2", "dev", "up0",
+                        "metric", "1"])
+        ns.run("gw", ["sysctl", "-qw", "net.ipv4.conf.up0.arp_ignore=0"])
+    _wait_for(lambda: l0()["state"] == "up", 10, "l0 up again once it has its route")
+
+
 _LOOP_SENDER = r"""
 import socket, struct, sys
 src, dst, sport, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
