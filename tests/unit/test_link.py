@@ -324,3 +324,60 @@ def test_a_report_claiming_a_short_receive_span_cannot_raise_the_estimate_past_t
         est.on_sent(now, sent)
         est.on_delivery(now + 0.01, int(k * 10_000), sent, now)
     assert est.capacity() <= 11e6, f"{est.capacity() / 1e6:.1f} Mbit/s"
+
+
+def _drive_path(est, cap_at, delay_at, seconds: float, base: float) -> None:
+    """A FIFO path whose rate (`cap_at(t)`, bit/s) and one-way delay (`delay_at(t)`) may
+    change, driven at the estimator's pacing the whole time; the receiver reports every
+    20 ms (echoing the latest datagram's send time); each report brings the standing queue
+    the one-way delays show (above `base`), as core/link.py computes it."""
+    size, step, report_every = 1500, 0.001, 0.020
+    free_at, last_arrival, sent, rx, credit = 0.0, 0.0, 0, 0, 0.0
+    arrivals: list[tuple[float, int, float]] = []
+    reports: list[tuple[float, int, int, float, float]] = []
+    next_report, latest, reported, t = report_every, (0.0, 0.0), 0, 0.0
+    est.backlogged_since = 0.0
+    while t < seconds:
+        t += step
+        credit += est.pacing_rate() * step
+        while credit >= size * 8:
+            credit -= size * 8
+            free_at = max(free_at, t) + size * 8 / cap_at(t)
+            last_arrival = max(last_arrival, free_at + delay_at(t))  # a FIFO: no overtaking
+            sent += size
+            est.on_sent(t, sent)
+            arrivals.append((last_arrival, size, t))
+        while arrivals and arrivals[0][0] <= t:
+            arrived, sz, sent_at = arrivals.pop(0)
+            rx += sz
+            latest = (sent_at, arrived - sent_at)
+        if t >= next_report and rx > reported:
+            reports.append((t + base, int(t * 1e6), rx, latest[0], latest[1] - base))
+            next_report, reported = t + report_every, rx
+        while reports and reports[0][0] <= t:
+            _, rx_us, rx_bytes, echo, queue = reports.pop(0)
+            est.on_delivery(t, rx_us, rx_bytes, echo)
+            est.on_queue(t, max(0.0, queue), False)
+            est.on_phase_clock(t, 2 * base)
+
+
+def test_a_delay_step_is_not_read_as_a_slower_link():
+    """A LEO satellite's handover: the one-way delay steps from 20 to 55 ms for half a
+    second. Datagrams sent after the step arrive as fast as they left, so it is no queue
+    of ours: the brake paces down while it shows, but must not cut the estimate (it cut a
+    40 Mbit/s LEO to 14.5 for 4 s in the lab, which it then measured: its own pacing)."""
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0, initial_rate=25e6)
+    est._end_startup()
+    _drive_path(est, lambda t: 25e6, lambda t: 0.055 if 2.0 <= t < 2.5 else 0.020, 4.0, 0.020)
+    assert est.braked == 0 and est.capacity() >= 20e6, (est.braked, est.capacity())
+
+
+def test_a_link_that_got_slower_behind_a_standing_queue_is_cut_to_its_rate():
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0, initial_rate=25e6)
+    est._end_startup()
+    _drive_path(est, lambda t: 25e6 if t < 1.0 else 10e6, lambda t: 0.020, 4.0, 0.020)
+    assert est.braked + est.overdriven >= 1 and est.capacity() <= 12e6, est.capacity()

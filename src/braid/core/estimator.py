@@ -22,7 +22,9 @@
   datagram shows; it starts up again only if not even its probe queued half of one.
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
-  as congestion) paces below the estimate and resets it to what gets through.
+  as congestion) paces below the estimate, and resets it to what gets through if the
+  datagrams sent since still arrive more slowly than they left (a path whose delay merely
+  stepped up, as a LEO satellite's at a handover, delivers them as fast: no cut).
 Times are monotonic seconds passed in; no clock or randomness of its own.
 """
 
@@ -66,6 +68,10 @@ MIN_PHASE = 0.080
 BRAKE_GAIN = 0.75
 BRAKE_FLOOR = 0.030  # seconds of standing queue below which the brake never acts
 CRUISE_DRAIN = 0.9
+# the brake cuts the estimate only if what was sent since the queue showed arrives at least
+# this much more slowly than it left, over at least BRAKE_SPAN of receiver time
+BRAKE_EXCESS = 1.1
+BRAKE_SPAN = 0.060
 OVERDRIVE_SPAN = 0.2  # seconds of send and delivery history compared
 OVERDRIVE_RATIO = 1.2  # sent / delivered above this: saturated (random loss stays well below)
 OVERDRIVE_MIN_BYTES = 30_000  # about 20 full packets: less is not worth judging
@@ -247,6 +253,30 @@ class RateEstimator:
             self._overdrive_streak = 0
             self._overdrive_from = s1
 
+    def _delivered_if_short(self, since: float) -> float | None:
+        """The delivery rate of the datagrams sent since `since`, if they arrived more slowly
+        than they were sent (by BRAKE_EXCESS) over at least BRAKE_SPAN of receiver time;
+        else None (too few to judge, or delivered as fast as sent)."""
+        hist, sent_at = self._hist, self._hist_sent
+        s1 = sent_at[-1] if sent_at else None
+        if s1 is None:
+            return None
+        t1, b1 = hist[-1]
+        for k in range(len(hist) - 1):
+            s0 = sent_at[k]
+            if s0 is None or s0 < since:
+                continue
+            t0, b0 = hist[k]
+            rx_span = _rx_span(t1, t0)
+            start, end = self._sent_by(s0), self._sent_by(s1)
+            if (rx_span < BRAKE_SPAN or s1 - s0 <= 0 or start is None or end is None
+                    or end - start < OVERDRIVE_MIN_BYTES // 2):
+                return None
+            delivered = _bits(b1, b0) / rx_span
+            sent = (end - start) * 8 / (s1 - s0)
+            return delivered if sent > BRAKE_EXCESS * delivered else None
+        return None
+
     def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
         """`queue`: standing queue from one-way delays; `data_idle`: no data was sent on the
         link for a round trip, so only probes were measured and what shows is path noise."""
@@ -262,13 +292,18 @@ class RateEstimator:
             self._brake_since = None
         elif self._brake_since is None:
             self._brake_since = now
-        elif now - self._brake_since > self.srtt + SAMPLE_SPAN and self.recent_rate < self.capacity():
-            # a standing queue this large, for longer than a delivery sample lags: the link is
-            # saturated, so what gets through is its capacity (the estimate was too high, or
-            # the link got slower). At most halve it per confirmation.
-            self._bw.reset(now, max(MIN_RATE, self.recent_rate, 0.5 * self.capacity()))
-            self._brake_since = now
-            self.braked += 1
+        elif now - self._brake_since > self.srtt + SAMPLE_SPAN:
+            # a standing queue this large, for longer than a delivery sample lags, and the
+            # datagrams sent since it showed (paced under the estimate) still arrive slower
+            # than they left: the link is saturated, so what gets through is its capacity
+            # (the estimate was too high, or the link got slower). At most halve it per
+            # confirmation. A path whose delay merely stepped up (a LEO satellite's handover,
+            # a route change) delivers them as fast as they left: it keeps its estimate.
+            delivered = self._delivered_if_short(self._brake_since)
+            if delivered is not None and delivered < self.capacity():
+                self._bw.reset(now, max(MIN_RATE, delivered, 0.5 * self.capacity()))
+                self._brake_since = now
+                self.braked += 1
         if not self.reserved:
             full = 2 * self.queue_target()
         elif self.proven:
