@@ -371,7 +371,8 @@ def test_a_delay_step_is_not_read_as_a_slower_link():
     est = RateEstimator(0.0, initial_rate=25e6)
     est._end_startup()
     _drive_path(est, lambda t: 25e6, lambda t: 0.055 if 2.0 <= t < 2.5 else 0.020, 4.0, 0.020)
-    assert est.braked == 0 and est.capacity() >= 20e6, (est.braked, est.capacity())
+    assert est.braked == est.overdriven == 0 and est.capacity() >= 20e6, (
+        est.braked, est.overdriven, est.capacity())
 
 
 def test_a_link_that_got_slower_behind_a_standing_queue_is_cut_to_its_rate():

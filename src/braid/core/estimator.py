@@ -104,6 +104,7 @@ class RateEstimator:
         self.overdriven = 0  # estimate cuts: sent far above what arrived
         self.braked = 0  # estimate cuts: a standing queue far above the link's own
         self._overdrive_streak = 0
+        self._overdrive_first_end = -1.0  # send time ending the span of the first sign
         self.recent_rate = 0.0
         self.startup = True
         self.proven = False  # a startup has ended: the estimate was measured, not guessed
@@ -243,9 +244,14 @@ class RateEstimator:
         if not (sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity()):
             self._overdrive_streak = 0
             return
-        # twice in a row, and at most halving: a receiver that stalled (a busy host) reads
-        # like a saturated link for a moment, and must not wipe out every link's estimate
+        # twice in a row, over two spans of datagrams that do not overlap, and at most
+        # halving: a receiver that stalled (a busy host) or a path whose delay stepped up (a
+        # LEO handover) reads like a saturated link for one span, and must not cut its
+        # estimate (nor wipe out every link's)
+        if self._overdrive_streak and s0 < self._overdrive_first_end:
+            return  # the same datagrams as the first sign, partly: wait for the next span
         self._overdrive_streak += 1
+        self._overdrive_first_end = s1
         if self._overdrive_streak >= 2:
             self._bw.reset(now, max(MIN_RATE, delivered, 0.5 * self.capacity()))
             self._end_startup()
