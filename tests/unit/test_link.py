@@ -85,7 +85,7 @@ def test_startup_then_gain_cycle_probes_and_drains():
     assert not link.startup
     link.restart_startup()  # later startups grow a proven estimate more gently
     assert link.pacing_rate() == RESTARTUP_GAIN * link.capacity()
-    link.est.startup = False
+    link.est._end_startup()
     gains = set()
     for k in range(40, 120):
         _feed(link, k, k + 1, 25_000, driven=True, state=st)
@@ -142,7 +142,7 @@ def _reserved_estimator():
         t_us += 20_000
         rx += 25_000
         est.on_delivery(k * 0.02, t_us, rx)
-    est.startup = False
+    est._end_startup()
     est.reserved = True
     return est, t_us, rx
 
@@ -382,3 +382,32 @@ def test_a_link_that_got_slower_behind_a_standing_queue_is_cut_to_its_rate():
     est._end_startup()
     _drive_path(est, lambda t: 25e6 if t < 1.0 else 10e6, lambda t: 0.020, 4.0, 0.020)
     assert est.braked + est.overdriven >= 1 and est.capacity() <= 12e6, est.capacity()
+
+
+def test_every_estimator_mode_and_event_pair():
+    """The estimator's mode changes in one place, by one table (h11's state test style)."""
+    from braid.core.estimator import TRANSITIONS, Mode, RateEstimator
+
+    expected = {
+        (Mode.FIRST_STARTUP, "full"): Mode.CYCLE, (Mode.FIRST_STARTUP, "headroom"): Mode.FIRST_STARTUP,
+        (Mode.STARTUP, "full"): Mode.CYCLE, (Mode.STARTUP, "headroom"): Mode.STARTUP,
+        (Mode.CYCLE, "full"): Mode.CYCLE, (Mode.CYCLE, "headroom"): Mode.STARTUP,
+    }
+    for (mode, event), after in expected.items():
+        est = RateEstimator(0.0)
+        est.mode = mode
+        est._to(event)
+        assert est.mode is after, (mode, event)
+        assert est.startup == (after is not Mode.CYCLE)
+        assert est.proven == (after is not Mode.FIRST_STARTUP)
+    assert set(TRANSITIONS) <= set(expected)
+
+
+def test_reading_the_pacing_rate_changes_nothing():
+    from braid.core.estimator import RateEstimator
+
+    est = RateEstimator(0.0)
+    est.queue = 0.200  # braking
+    state = (est.mode, est.capacity(), est._phase)
+    assert est.pacing_rate() == est.pacing_rate()
+    assert (est.mode, est.capacity(), est._phase) == state

@@ -50,6 +50,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
             "delay_noise_ms": _ms(link.delay_noise),
             "delivery_bps": round(link.recent_rate),
             "startup": link.startup,
+            "estimator": link.est.mode.value,
             "cuts": {"overdriven": link.est.overdriven, "braked": link.est.braked},
             "reserved": link.reserved,
             "warming": link.warming(now),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from enum import Enum
 
 from .replay import SEQ_MOD
 from .windowed import WindowedMax
@@ -81,6 +82,23 @@ DENSE_REPORTS = 0.025  # seconds between receiver reports while a link is busy
 NOISE_WEIGHT = 1 / 16
 
 
+class Mode(Enum):
+    """What the estimator is doing; `_to` is the one place it changes."""
+    FIRST_STARTUP = "first startup"  # from a guess: pace at STARTUP_GAIN until a queue shows
+    STARTUP = "startup"  # again, from a proven estimate: RESTARTUP_GAIN until a queue shows
+    CYCLE = "cycle"  # the gain cycle (probe, drain, cruise) at the proven estimate
+
+
+# (mode, event) -> next mode. Events: "full" (a standing queue ended startup, or a cut or the
+# brake judged the estimate), "headroom" (a probe cycle found more, or the bond asks for a
+# new startup). A pair not listed leaves the mode as it is.
+TRANSITIONS = {
+    (Mode.FIRST_STARTUP, "full"): Mode.CYCLE,
+    (Mode.STARTUP, "full"): Mode.CYCLE,
+    (Mode.CYCLE, "headroom"): Mode.STARTUP,
+}
+
+
 def _rx_span(t1_us: int, t0_us: int) -> float:
     """Seconds between two receiver report times (a wrapping 32-bit microsecond clock)."""
     return ((t1_us - t0_us) & (SEQ_MOD - 1)) / 1e6
@@ -106,8 +124,7 @@ class RateEstimator:
         self._overdrive_streak = 0
         self._overdrive_first_end = -1.0  # send time ending the span of the first sign
         self.recent_rate = 0.0
-        self.startup = True
-        self.proven = False  # a startup has ended: the estimate was measured, not guessed
+        self.mode = Mode.FIRST_STARTUP
         self._cycle_max_queue = 0.0
         self._cycle_max_rate = 0.0  # delivery samples in this probe cycle
         self._cycle_capacity = initial_rate  # the estimate as the cycle began
@@ -341,20 +358,33 @@ class RateEstimator:
             else:
                 headroom = (self._cycle_max_queue < self.queue_target()
                             or self._cycle_max_rate > PROBE_HEADROOM * self._cycle_capacity)
-            if not self.startup and self.driven(now) and headroom:
-                self.startup = True
+            if self.driven(now) and headroom:
+                self._to("headroom")
             self._cycle_max_queue = 0.0
             self._cycle_max_rate = 0.0
             self._cycle_capacity = self.capacity()
 
+    def _to(self, event: str) -> None:
+        before = self.mode
+        self.mode = TRANSITIONS.get((before, event), before)
+        if event == "full" and before is not Mode.CYCLE:
+            self._cycle_max_rate = 0.0  # what startup delivered is no probe
+            self._cycle_capacity = self.capacity()
+
+    @property
+    def startup(self) -> bool:
+        return self.mode is not Mode.CYCLE
+
+    @property
+    def proven(self) -> bool:
+        """A startup has ended: the estimate was measured, not guessed."""
+        return self.mode is not Mode.FIRST_STARTUP
+
     def _end_startup(self) -> None:
-        self.startup = False
-        self.proven = True
-        self._cycle_max_rate = 0.0  # what startup delivered is no probe
-        self._cycle_capacity = self.capacity()
+        self._to("full")
 
     def restart_startup(self) -> None:
-        self.startup = True
+        self._to("headroom")
 
     def on_readmitted(self, now: float) -> None:
         """The link is back after an outage: its delivery and send histories predate it."""
@@ -389,9 +419,9 @@ class RateEstimator:
         return self.queue is not None and self.queue > max(BRAKE_FLOOR, 2 * self.queue_target())
 
     def pacing_rate(self) -> float:
+        """The rate to pace at now (reading it changes nothing)."""
         cap = self.capacity()
         if self.braking():
-            self._end_startup()
             return max(MIN_RATE, cap * BRAKE_GAIN)
         if self.startup:
             return cap * self._startup_gain()
