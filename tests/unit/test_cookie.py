@@ -2,7 +2,7 @@
 
 import os
 
-from braid.core import cookie, noise, wire
+from braid.core import noise, timers, wire
 from braid.core.cookie import CookieChecker, CookieJar, MacChecker, RateLimiter, with_macs
 from braid.core.gateway import HANDSHAKE_LOAD, GatewayCore, GatewayParams
 from braid.core.handshake import PROLOGUE, InitPayload
@@ -37,7 +37,7 @@ def test_a_cookie_opens_only_for_the_initiation_it_answers_and_binds_mac2_to_the
     assert gw.mac2_ok(again, ADDR, 0.2)
     assert not gw.mac2_ok(again, ("198.51.100.8", 40211), 0.2)  # another source
     assert not gw.mac2_ok(jar.seal(1, b"\x01" + os.urandom(120), 0.2), ADDR, 0.2)  # other link
-    assert not gw.mac2_ok(again, ADDR, cookie.COOKIE_SECRET_LIFE + 1)  # the secret rotated
+    assert not gw.mac2_ok(again, ADDR, timers.COOKIE_SECRET_LIFE + 1)  # the secret rotated
     assert len(wire.CookieReply(1, nonce, sealed).encode()) == wire.COOKIE_REPLY_LEN < len(sent)
 
 

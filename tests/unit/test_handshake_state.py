@@ -11,10 +11,10 @@ import pytest
 
 from braid.core.client import ClientCore, ClientParams
 from braid.core.gateway import ClientEntry, GatewayCore, GatewayParams
-from braid.core.handshake import REKEY_RETRY, HandshakeState, handshake_state
+from braid.core.handshake import HandshakeState, handshake_state
 from braid.core.link import LinkConfig
 from braid.core.noise import public_key
-from braid.core.session import REJECT_AFTER_TIME
+from braid.core.timers import REJECT_AFTER_TIME, REKEY_RETRY
 from tests.helpers import udp_packet
 
 IDLE, SENT, ESTABLISHED = HandshakeState.IDLE, HandshakeState.SENT, HandshakeState.ESTABLISHED

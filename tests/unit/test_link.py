@@ -1,5 +1,6 @@
 from braid.core.estimator import INITIAL_RATE, RESTARTUP_GAIN, STARTUP_GAIN
-from braid.core.link import DOWN_AFTER, READMIT_GOOD, Health, Link, LinkConfig
+from braid.core.link import READMIT_GOOD, Health, Link, LinkConfig
+from braid.core.timers import DOWN_AFTER
 
 
 def _up_link(now: float = 0.0) -> Link:

@@ -5,8 +5,17 @@ other fails here."""
 import re
 from pathlib import Path
 
-from braid.core import bond, cookie, gateway, handshake, receiver, reorder, replay, session, sources, wire
-from braid.core.link import HEARD_INTERVAL
+from braid.core import (
+    bond,
+    cookie,
+    gateway,
+    receiver,
+    reorder,
+    replay,
+    sources,
+    timers,
+    wire,
+)
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
 
@@ -35,28 +44,28 @@ def test_sizes_in_the_layouts_match_the_structs():
 
 def test_every_number_quoted_is_the_codes():
     quoted = [
-        (session.REKEY_AFTER_TIME, "renewed after 120 s"),
-        (session.REJECT_AFTER_TIME, "refused\n  after 180 s"),
-        (session.KEEP_PREVIOUS, "previous keys still open datagrams for 10 s"),
+        (timers.REKEY_AFTER_TIME, "renewed after 120 s"),
+        (timers.REJECT_AFTER_TIME, "refused\n  after 180 s"),
+        (timers.KEEP_PREVIOUS, "previous keys still open datagrams for 10 s"),
         (replay.ReplayWindow().size, "replay window (4096 counters)"),
         (replay.SeqFilter().size, "seen twice within 8192"),
-        (handshake.SESSION_SILENCE, "on any link for 1 s (`SESSION_SILENCE`"),
-        (gateway.ANSWER_COPY_TIME, "copy arrives within 1 s"),
+        (timers.SESSION_SILENCE, "on any link for 1 s (`SESSION_SILENCE`"),
+        (timers.ANSWER_COPY_TIME, "copy arrives within 1 s"),
         (gateway.HANDSHAKE_LOAD, "more than 100 initiations"),
         (gateway.SOURCE_RATE, "per source address (20/s"),
         (gateway.SOURCE_BURST, "burst 10;"),
         (gateway.CLIENT_RATE, "per client key\n   (10/s, burst 20)"),
         (gateway.CLIENT_BURST, "(10/s, burst 20)"),
-        (cookie.COOKIE_SECRET_LIFE, "new every 120 s"),
-        (cookie.COOKIE_USE_LIFE, "for 110 s"),
+        (timers.COOKIE_SECRET_LIFE, "new every 120 s"),
+        (timers.COOKIE_USE_LIFE, "for 110 s"),
         (sources.AMPLIFICATION_LIMIT, "at most 3 times the bytes"),
-        (sources.CHALLENGE_RETRY, "unanswered for 0.5 s"),
+        (timers.CHALLENGE_RETRY, "unanswered for 0.5 s"),
         (sources.MAX_SOURCES, "At most 4 addresses are kept per link"),
-        (sources.SOURCE_FRESH, "heard within 2 s of the newest"),
+        (timers.SOURCE_FRESH, "heard within 2 s of the newest"),
         (wire.NACK_MAX, "at most 32 NACKed counters"),
         (bond.NACK_RATE, "at most 1000 NACKs a second"),
         (bond.NACK_BURST, "(burst 200)"),
-        (bond.REORDER_TIMEOUT_MAX, "twice the longest hold (1 s)"),
+        (timers.REORDER_TIMEOUT_MAX, "twice the longest hold (1 s)"),
         (receiver.RATE_WINDOW, "receive rate of the last 10 s"),
         (receiver.RATE_SAMPLE, "sampled every 0.1 s"),
         (reorder.MIN_HELD_BYTES // (1 << 20), "within 1-16 MiB"),
@@ -64,8 +73,8 @@ def test_every_number_quoted_is_the_codes():
         (reorder.MIN_HELD_PACKETS, "1024-8192 packets"),
         (reorder.MAX_HELD_PACKETS, "1024-8192 packets"),
         (receiver.MAX_PARTIAL, "at most 512 partly received packets"),
-        (bond.REORDER_TIMEOUT_MAX, "at most\n  1 s"),
-        (HEARD_INTERVAL * 1000, "at most every 50 ms per link"),
+        (timers.REORDER_TIMEOUT_MAX, "at most\n  1 s"),
+        (timers.HEARD_INTERVAL * 1000, "at most every 50 ms per link"),
     ]
     for value, phrase in quoted:
         assert phrase in DOC, f"docs/protocol.md no longer says {phrase!r}"

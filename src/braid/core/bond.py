@@ -26,10 +26,6 @@ from .classify import BULK, INTERACTIVE, FlowClassifier
 from .estimator import RESERVED_DATAGRAM_TIME
 from .link import (
     BACKUP,
-    FEEDBACK_INTERVAL,
-    HEARD_INTERVAL,
-    IDLE_AFTER,
-    PROBE_INTERVAL,
     Health,
     Link,
     LinkConfig,
@@ -39,14 +35,30 @@ from .recovery import Item, SendHistory
 from .reorder import ReorderBuffer
 from .replay import SEQ_MOD, seq_diff
 from .scheduler import assign, make_scheduler, pick_urgent
+from .timers import (
+    BULK_LINKS_REFRESH,
+    FEEDBACK_INTERVAL,
+    HEARD_INTERVAL,
+    IDLE_AFTER,
+    IDLE_GRACE,
+    INTERACTIVE_HOLD,
+    LIVE_WINDOW,
+    NACK_HOLD_MARGIN,
+    NACK_HOLD_RTTS,
+    PROBE_INTERVAL,
+    REORDER_MARGIN,
+    REORDER_TIMEOUT_MAX,
+    REORDER_TIMEOUT_MIN,
+    REPORT_STALE,
+    UNKNOWN_RTT,
+    WARMUP_TIME,
+)
 
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
 STARTUP_QUEUE_PACKETS = 64
 RESEND_LOSS_PENALTY = 0.2  # seconds of predicted delay per unit of loss, for resends
 RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is not reserved
-INTERACTIVE_HOLD = 2.0  # seconds the lowest-latency link stays reserved after interactive traffic
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
-REORDER_TIMEOUT_MAX = 1.0  # a gap holds a flow at most this long (a satellite's delay spread)
 # a link whose delay alone is more than the queue limit above the nearest link's is "far"
 # (a satellite, a slow 3G): it carries bulk only while the near links have less than this
 # share of the capacity, since every flow it carries waits at the receiver for its packets
@@ -54,11 +66,7 @@ FAR_SHARE = 0.5
 # realtime protection: an interactive packet (classify.INTERACTIVE: VoIP, games, DNS, ICMP,
 # DSCP EF) is sent twice while the link it takes loses more than this share of datagrams
 DUPLICATE_LOSS = 0.005
-BULK_LINKS_REFRESH = 0.050  # seconds the choice of bulk links is kept between recomputations
 MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
-# seconds a new link may be kept busy with padding while its first startup measures it (a
-# 3x startup from the 1 Mbit/s guess finds 20 Mbit/s in about 0.4 s, at ~0.9 MB sent)
-WARMUP_TIME = 2.0
 
 Transmit = Callable[[int, bytes], int]
 Queued = tuple[int, int, int, int, bytes, bool]  # wire size, flow, flow_seq, seq, packet, unordered
@@ -69,8 +77,6 @@ def _stamp(now: float) -> bytes:
     return wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
 
 
-REPORT_STALE = 60.0  # seconds after which a HEARD report is taken whatever its timestamp
-IDLE_GRACE = 2.0  # seconds an idle end still answers probes at once (the peer may not be idle yet)
 MAX_ECHOES = 8  # ECHO tokens held between two looks by the session
 # NACKs this end sends per second at most (a peer skipping counters must not make it send
 # more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
@@ -576,8 +582,8 @@ class Bond:
             self._send_control(target, nack, now)
         self.stats["nacks_sent"] += 1
         # hold the gap for a round trip on the slower of them (the resend may take the other)
-        rtt = max((lk.srtt for lk in targets if lk.srtt is not None), default=0.1)
-        self._nack_hold_until = max(self._nack_hold_until, now + 1.5 * rtt + 0.010)
+        rtt = max((lk.srtt for lk in targets if lk.srtt is not None), default=UNKNOWN_RTT)
+        self._nack_hold_until = max(self._nack_hold_until, now + NACK_HOLD_RTTS * rtt + NACK_HOLD_MARGIN)
 
     def _on_nack(self, nack: wire.Nack, now: float) -> None:
         """Resend what a NACK names, if it was sent and not resent yet; at most NACK_MAX
@@ -594,7 +600,7 @@ class Bond:
         if self._now < self._nack_hold_until:
             return False
         for link in self.links:
-            if (link.head_known and self._now - link.last_heard < 3 * PROBE_INTERVAL
+            if (link.head_known and self._now - link.last_heard < LIVE_WINDOW
                     and seq_diff(link.head_cover, seq) <= 0):
                 return False
         return True
@@ -602,15 +608,15 @@ class Bond:
     def reorder_timeout(self) -> float:
         """How long a gap may hold a flow: the spread of one-way delays across live links."""
         stats = [(lk.rx_owd_avg, lk.rx_owd_dev) for lk in self.links
-                 if lk.rx_owd_avg is not None and self._now - lk.last_heard < 3 * PROBE_INTERVAL]
+                 if lk.rx_owd_avg is not None and self._now - lk.last_heard < LIVE_WINDOW]
         spread = 0.0
         if stats:
             hi = max(avg + 3 * dev for avg, dev in stats)
             lo = min(avg - dev for avg, dev in stats)
             spread = (hi - lo) / 1e6
-        timeout = min(REORDER_TIMEOUT_MAX, max(0.010, spread + 0.005))
+        timeout = min(REORDER_TIMEOUT_MAX, max(REORDER_TIMEOUT_MIN, spread + REORDER_MARGIN))
         if self._now < self._nack_hold_until:
-            timeout = max(timeout, self._nack_hold_until - self._now + 0.005)
+            timeout = max(timeout, self._nack_hold_until - self._now + REORDER_MARGIN)
         return timeout
 
     def _release(self, now: float) -> None:

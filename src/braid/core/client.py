@@ -11,18 +11,16 @@ from .classify import link_scoped_v6
 from .cookie import CookieJar, MacChecker
 from .handshake import (
     PROLOGUE,
-    REKEY_RETRY,
-    SESSION_SILENCE,
     HandshakeState,
     InitPayload,
     RespPayload,
     handshake_state,
 )
-from .link import IDLE_PROBE, LinkConfig
-from .session import REKEY_AFTER_TIME, Datagram, Keypair, Peer, link_table
+from .link import LinkConfig
+from .session import Datagram, Keypair, Peer, link_table
+from .timers import IDLE_PROBE, REKEY_AFTER_TIME, REKEY_RETRY, SESSION_SILENCE, UNANSWERED_TELL
 
 Random = Callable[[int], bytes]
-UNANSWERED_TELL = 5.0  # seconds of unanswered handshakes before the client says so
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,12 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
+from .timers import COOKIE_SECRET_LIFE, COOKIE_USE_LIFE
+
 MAC_LEN = 16
 MACS_LEN = 2 * MAC_LEN
 NONCE_LEN = 24
 COOKIE_LEN = 16
-COOKIE_SECRET_LIFE = 120.0  # seconds a cookie secret (and so a cookie) is good for
-COOKIE_USE_LIFE = COOKIE_SECRET_LIFE - 10.0  # an initiator stops using a cookie this old
 ZERO_MAC = bytes(MAC_LEN)
 
 Random = Callable[[int], bytes]

@@ -45,20 +45,14 @@ SAMPLE_SPAN = 0.040  # shortest span of receiver time a delivery-rate sample cov
 SAMPLE_REPORTS = 8  # a delivery-rate sample spans at most this many receiver reports
 SAMPLE_PACKETS = 20  # ... and at least this many full packets' worth of time
 SAMPLE_SPAN_MAX = 0.120
-# the first startup multiplies the estimate by this each delivery sample (a sample spans a
-# few round trips on a slow link: doubling per sample took half a second to find 20 Mbit/s)
-STARTUP_GAIN = 3.0
+# gains and cycles: how each value was chosen is in docs/tuning.md
+STARTUP_GAIN = 3.0  # the first startup multiplies the estimate by this each delivery sample
 RESTARTUP_GAIN = 2.0  # startup again, from an estimate the link has proven: a gentler overshoot
 RESERVED_STARTUP_GAIN = 1.25  # its overshoot, until the queue shows, is what pings wait behind
-# ... except in its first startup, from a guess: 1.25 took over a second to find 20 Mbit/s
-# (two equal links 0.94 of the links alone; at 2x 0.96, but ping p99 41.9-48.4 ms against
-# 40, the target being 45; at 1.5x 0.955-0.96 and 41.1-41.3)
-RESERVED_FIRST_STARTUP_GAIN = 1.5
+RESERVED_FIRST_STARTUP_GAIN = 1.5  # ... except in its first startup, from a guess
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 PROBE_HEADROOM = 1.15  # a cycle's best delivery sample this far above the estimate: more to find
-# cruise just under: 1 % covers the max filter reading high (two equal 20 Mbit/s links,
-# three runs each: at 0.98 37.1 Mbit/s and ping p99 26-28 ms, at 0.99 37.4 and 26-27, at
-# 1.0 37.4 and 27-35, the queue then resting on the drain threshold)
+# a reserved link cruises just under its estimate: 1 % covers the max filter reading high
 RESERVED_CYCLE = (1.05, 0.9, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99)
 # bulk datagrams on a reserved link take at most about this long to send (shorter ones on
 # a slow link), so the one an interactive packet waits behind is short

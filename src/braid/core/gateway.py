@@ -16,9 +16,9 @@ from .cookie import CookieChecker, RateLimiter, with_macs
 from .handshake import PROLOGUE, InitPayload, RespPayload
 from .link import LinkConfig
 from .session import Address, Datagram, Keypair, Peer
+from .timers import ANSWER_COPY_TIME, TELL_INTERVAL, TWIN_LOG_INTERVAL
 
 Random = Callable[[int], bytes]
-ANSWER_COPY_TIME = 1.0  # seconds a response is copied to the same initiation's other links
 # initiations with a valid mac1 per second above which the gateway is "under load" and asks
 # for cookies (each costs two X25519 and two AEADs, ~100 us: 100/s is ~1 % of a core)
 HANDSHAKE_LOAD = 100
@@ -46,8 +46,6 @@ class GatewayParams:
     client_to_client: bool = False  # forward one client's packets to another's addresses
 
 
-TWIN_LOG_INTERVAL = 60.0  # seconds between two logs of one client's key used twice
-TELL_INTERVAL = 10.0  # seconds between two event lines of one kind of refused handshake
 
 
 def _show(addr: Address) -> str:

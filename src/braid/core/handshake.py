@@ -12,8 +12,6 @@ from .wire import WireError
 PROLOGUE = b"braid/1"
 LINK_NAME = re.compile(rb"[A-Za-z0-9_.-]{1,32}")  # as the client's config allows
 MAX_LINKS = 32
-REKEY_RETRY = 1.0  # seconds between handshake attempts while unanswered (plus up to 0.2 s jitter)
-SESSION_SILENCE = 1.0  # no authenticated datagram on any link this long: handshake again
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,24 +11,23 @@ from dataclasses import dataclass
 
 from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
 from .replay import SEQ_MOD, seq_diff
+from .timers import (
+    DOWN_AFTER,
+    FEEDBACK_INTERVAL,
+    FIRST_RESPONSE_TIMEOUT,
+    IDLE_PROBE,
+    IDLE_SILENCE,
+    PROBE_INTERVAL,
+    SILENCE_FLOOR,
+    SILENCE_MARGIN,
+    STANDBY_PROBE,
+    STANDBY_SUSPECT_PROBE,
+    SUSPECT_PROBE_INTERVAL,
+    UNKNOWN_RTT,
+)
 from .windowed import WindowedMax, WindowedMin
 
-FEEDBACK_INTERVAL = 0.020  # receiver reports per link at most this often while data flows
-PROBE_INTERVAL = 0.100  # keepalive probe on a link idle this long
-SUSPECT_PROBE_INTERVAL = 0.030  # probes on a suspect link, to see it come back quickly
-SILENCE_FLOOR = 0.150  # below this, a busy host's scheduling hiccups look like outages
-IDLE_SILENCE = 3 * PROBE_INTERVAL + 0.050  # nothing owed, yet not even the peer's probes
 READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
-DOWN_AFTER = 2.0  # suspect this long: down
-HEARD_INTERVAL = 0.050  # the receiver's HEARD report rides a link's datagrams at most this often
-# idle cost: with no data either way for IDLE_AFTER, links are probed every IDLE_PROBE (and
-# answers ride the next probe); a backup link on standby every STANDBY_PROBE. An idle
-# primary then costs about 20 MB a day, a standby backup about 1 MB (two probes of about
-# 110 bytes, feedback and HEARD report included, per interval; rekeys skip it).
-IDLE_AFTER = 5.0
-IDLE_PROBE = 1.0
-STANDBY_PROBE = 20.0
-STANDBY_SUSPECT_PROBE = 1.0  # a standby link that went quiet: probed this often to see it back
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
 PEAK_WINDOW = 30.0  # seconds of capacity estimates a far link is judged by (bond.FAR_SHARE)
 
@@ -152,7 +151,7 @@ class Link:
     def heard_window(self) -> float:
         """How long after the last datagram this end still reports the link heard: three of
         the peer's probe intervals (with data flowing it hears far more often)."""
-        return max(IDLE_SILENCE, 3 * self.peer_interval + 0.050)
+        return max(IDLE_SILENCE, 3 * self.peer_interval + SILENCE_MARGIN)
 
     def probe_interval(self, idle: bool) -> float:
         """How often this end probes the link when it sends nothing else on it."""
@@ -190,7 +189,7 @@ class Link:
     def response_timeout(self) -> float:
         """How long an answer to data or a probe sent on this link may take."""
         if self.srtt is None:
-            return 0.3
+            return FIRST_RESPONSE_TIMEOUT
         # answers travel behind whatever queue the path holds: allow for the one measured
         queue = self.queue_delay() or 0.0
         return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
@@ -230,7 +229,7 @@ class Link:
         quiet_since = self.last_heard if self.last_heard >= 0 else self.silent_since
         if self.health is Health.UP:
             quiet_since = max(quiet_since, self.quiet_from)
-            deadline = quiet_since + max(IDLE_SILENCE, 3 * self.peer_interval + 0.050)
+            deadline = quiet_since + max(IDLE_SILENCE, 3 * self.peer_interval + SILENCE_MARGIN)
             if self.awaiting_since is not None:
                 deadline = min(deadline, self.awaiting_since + self.response_timeout())
             return deadline
@@ -252,7 +251,7 @@ class Link:
         self.owd_base.update(now, owd_min_us)
         queue = self.queue_delay()
         if queue is not None:
-            rtt = self.srtt if self.srtt is not None else 0.1
+            rtt = self.srtt if self.srtt is not None else UNKNOWN_RTT
             # idle once what data last queued has drained too (a warm-up can leave 200 ms
             # on a slow link): its queue is not the path's noise
             idle = now - self.last_data_tx > rtt + 2 * FEEDBACK_INTERVAL + self._busy_queue

@@ -18,9 +18,9 @@ from .reorder import (
     ReorderBuffer,
 )
 from .replay import SEQ_MOD, SeqFilter
+from .timers import FRAGMENT_TIMEOUT
 from .windowed import WindowedMax
 
-FRAGMENT_TIMEOUT = 2.0  # seconds a partly received packet waits for its other fragments
 MAX_PARTIAL = 512  # partly received packets kept at most (memory an authenticated peer can pin)
 RATE_SAMPLE = 0.1  # seconds: the receive rate that sizes the reorder buffer is sampled this often
 RATE_WINDOW = 10.0  # seconds: the buffer follows the highest rate sampled this long

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from .timers import RESEND_AGE
+
 RING_SIZE = 4096  # recently sent data packets remembered per link
-RESEND_AGE = 1.0  # seconds: older packets are not worth resending
 
 Item = tuple[int, int, int, bytes, bool]  # flow, flow_seq, seq, packet, unordered
 

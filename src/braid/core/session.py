@@ -19,12 +19,10 @@ from .link import LinkConfig
 from .noise import Keys
 from .replay import ReplayWindow
 from .sources import Random, Sources
+from .timers import KEEP_PREVIOUS, REJECT_AFTER_TIME, REKEY_AFTER_TIME
 
-REKEY_AFTER_TIME = 120.0
-REJECT_AFTER_TIME = 180.0
 REKEY_AFTER_MESSAGES = 1 << 46
 REJECT_AFTER_MESSAGES = wire.COUNTER_MAX
-KEEP_PREVIOUS = 10.0  # seconds the previous keys still open datagrams after a rekey
 SEAL_OVERHEAD = wire.TRANSPORT_HEADER_LEN + wire.TAG_LEN  # UDP payload bytes around a plaintext
 
 Address = tuple  # a socket address as the OS gives it

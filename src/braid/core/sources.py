@@ -17,14 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .timers import CHALLENGE_RETRY, CHALLENGE_RETRY_MAX, SOURCE_FRESH, SOURCE_REFRESH
+
 AMPLIFICATION_LIMIT = 3  # bytes sent per byte received, to an address not yet validated
 TRAFFIC_LIMIT = 2  # ... of which data, padding and probes may take this much: the rest is kept
 # for challenges (padding once used it all, and a satellite's address was never validated)
 MAX_SOURCES = 4  # addresses remembered per link
-SOURCE_FRESH = 2.0  # seconds an address stays in use after a newer one was last heard
-REFRESH = 0.5  # seconds between recomputations of the addresses in use while none is new
-CHALLENGE_RETRY = 0.5  # seconds before an unanswered challenge is sent again, doubling each
-CHALLENGE_RETRY_MAX = 8.0  # time up to this
 MAX_TOKENS = 4  # outstanding challenges per address that an echo may answer
 TOKEN_LEN = 8
 
@@ -78,7 +76,7 @@ class Sources:
             self._fresh_at[link_id] = -1.0  # recompute now
         source.heard = now
         source.rx_bytes += size
-        if now - self._fresh_at.get(link_id, -1.0) >= REFRESH:
+        if now - self._fresh_at.get(link_id, -1.0) >= SOURCE_REFRESH:
             self._fresh_at[link_id] = now
             newest = max(s.heard for s in sources.values())
             self._fresh[link_id] = [a for a, s in sources.items() if s.heard >= newest - SOURCE_FRESH]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from braid.core.bond import WARMUP_TIME
+from braid.core.timers import WARMUP_TIME
 
 from .netns import LabError, Namespaces
 from .scenario import Scenario
