@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,30 @@ def test_interrupted_lab_run_removes_everything(tmp_path, sig):
     assert proc.returncode != 0
     # (Namespaces.close kills every process of a namespace before deleting it)
     assert _netns() == before, "an interrupted run left namespaces behind"
+
+
+def test_tbf_shaper_keeps_rate_and_delay_and_follows_events(tmp_path):
+    """`--shaper tbf`: the kernel's tbf shapes each direction (counting IP bytes, as the
+    emulator does), the emulator only delays; a rate event is applied to the qdisc."""
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (network namespaces)")
+    sc = parse(SCENARIO + '[[event]]\nat_s = 0.2\nlink = "fast"\nset = { rate_mbit = 6 }\n',
+               Path("ci-tbf.toml"))
+    lab = Lab(sc, tmp_path, shaper="tbf")
+    try:
+        lab.build()
+        qdisc = lab.ns.run("emu", ["tc", "qdisc", "show", "dev", "g0"]).stdout
+        assert "tbf" in qdisc and "12Mbit" in qdisc, qdisc
+        blast = iperf(lab.ns, link_addr(0, "gw"), 4, "up", udp_mbit=12.0 * 1.2, port=5232, omit=1.0)
+        wire = blast.goodput_mbit * 1428 / 1400
+        rtts = ping_rtts(lab.ns, link_addr(0, "gw"), count=20, interval_ms=20)
+        print(f"tbf: {wire:.2f} Mbit/s on the wire for 12; idle RTT min {min(rtts):.2f} ms for 20")
+        assert abs(wire / 12.0 - 1) < 0.05, f"{wire:.2f} Mbit/s on the wire for 12"
+        assert abs(min(rtts) - 20.0) < 1.0, rtts
+        lab.emu("start")
+        deadline = time.monotonic() + 5
+        while "6Mbit" not in lab.ns.run("emu", ["tc", "qdisc", "show", "dev", "g0"]).stdout:
+            assert time.monotonic() < deadline, "the rate event never reached the qdisc"
+            time.sleep(0.1)
+    finally:
+        lab.close()

@@ -1,8 +1,9 @@
 """What a peer can make a Bond send: NACK-driven resends and NACKs are bounded."""
 
 from braid.core import wire
-from braid.core.bond import NACK_BURST, Bond
+from braid.core.bond import Bond
 from braid.core.link import LinkConfig
+from braid.core.recovery import NACK_BURST
 from tests.helpers import udp_packet
 
 

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 from braid.core import (
-    bond,
     cookie,
     gateway,
     receiver,
+    recovery,
     reorder,
     replay,
     sources,
@@ -63,8 +63,8 @@ def test_every_number_quoted_is_the_codes():
         (sources.MAX_SOURCES, "At most 4 addresses are kept per link"),
         (timers.SOURCE_FRESH, "heard within 2 s of the newest"),
         (wire.NACK_MAX, "at most 32 NACKed counters"),
-        (bond.NACK_RATE, "at most 1000 NACKs a second"),
-        (bond.NACK_BURST, "(burst 200)"),
+        (recovery.NACK_RATE, "at most 1000 NACKs a second"),
+        (recovery.NACK_BURST, "(burst 200)"),
         (timers.REORDER_TIMEOUT_MAX, "twice the longest hold (1 s)"),
         (receiver.RATE_WINDOW, "receive rate of the last 10 s"),
         (receiver.RATE_SAMPLE, "sampled every 0.1 s"),

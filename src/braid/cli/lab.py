@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from braid.lab.netns import LabError
 from braid.lab.scenario import ScenarioError, load
+from braid.lab.topology import SHAPERS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,6 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="write the result JSON here")
     p.add_argument("--plot", type=Path, help="write the PNG plot here")
     p.add_argument("--tunnel-only", action="store_true", help="skip baselines and emulator fidelity")
+    _shaper_option(p)
     p.set_defaults(func=cmd_run)
     p = labsub.add_parser("demo", help="fibre + 4G + ADSL: each link alone, then braid")
     p.add_argument("--out", type=Path, default=Path("lab-results"), help="folder for JSON and plot")
@@ -34,6 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = labsub.add_parser("bench", help="run every scenario of a folder, print one table")
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path, default=Path("lab-results"), help="folder for JSON and plots")
+    _shaper_option(p)
     p.set_defaults(func=cmd_bench)
     p = labsub.add_parser("perf", help="braid's own throughput and CPU per GB, one TCP flow over "
                           "an unshaped veth, each direction (JSON out)")
@@ -47,6 +50,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                           "LAN-to-server goodput and the outage of each event.")
     p.add_argument("--json", type=Path, help="write the result JSON here")
     p.set_defaults(func=cmd_site)
+
+
+def _shaper_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shaper", choices=SHAPERS, default="emulator",
+                   help="what shapes each link's rate and queue: the userspace emulator (default) "
+                   "or the kernel's tbf (loss, delay and jitter stay in the emulator)")
 
 
 def _need_root(what: str) -> None:
@@ -63,7 +72,7 @@ def _console(stderr: bool = True) -> Console:
 
 
 def _run_with_progress(scenario_path: Path, json_out: Path | None, png_out: Path | None,
-                       tunnel_only: bool = False) -> list[dict[str, Any]]:
+                       tunnel_only: bool = False, shaper: str = "emulator") -> list[dict[str, Any]]:
     from braid.lab.run import run_scenario
 
     sc = load(scenario_path)
@@ -72,7 +81,8 @@ def _run_with_progress(scenario_path: Path, json_out: Path | None, png_out: Path
         def progress(msg: str) -> None:
             status.update(f"[bold]{sc.name}[/]: {msg}")
             console.log(msg)
-        return run_scenario(sc, json_out, png_out, tunnel_only=tunnel_only, progress=progress)
+        return run_scenario(sc, json_out, png_out, tunnel_only=tunnel_only, progress=progress,
+                            shaper=shaper)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -107,7 +117,8 @@ def summary_table(results: list[dict[str, Any]], title: str) -> Table:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         _need_root("run")
-        results = _run_with_progress(Path(args.scenario), args.json, args.plot, args.tunnel_only)
+        results = _run_with_progress(Path(args.scenario), args.json, args.plot, args.tunnel_only,
+                                     args.shaper)
     except (ScenarioError, LabError) as exc:
         print(f"braid lab run: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ScenarioError) else 1
@@ -145,12 +156,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     errors = 0
     for f, _sc in zip(files, scenarios, strict=True):
         try:
-            all_results += _run_with_progress(f, args.out / f"{f.stem}.json", args.out / f"{f.stem}.png")
+            all_results += _run_with_progress(f, args.out / f"{f.stem}.json", args.out / f"{f.stem}.png",
+                                              shaper=args.shaper)
         except (LabError, OSError, ValueError) as exc:
             errors += 1
             print(f"braid lab bench: {f}: {exc}", file=sys.stderr)
     (args.out / "bench.json").write_text(json.dumps(all_results, indent=1))
-    _console(stderr=False).print(summary_table(all_results, f"braid lab bench: {args.folder}"))
+    title = f"braid lab bench: {args.folder}" + (" (tbf shaper)" if args.shaper == "tbf" else "")
+    _console(stderr=False).print(summary_table(all_results, title))
     print(f"results: {args.out.resolve()}")
     return 1 if errors else 0
 

@@ -31,10 +31,10 @@ from .link import (
     LinkConfig,
 )
 from .receiver import Receiver
-from .recovery import Item, SendHistory
+from .recovery import Item, Recovery
 from .reorder import ReorderBuffer
 from .replay import SEQ_MOD, seq_diff
-from .scheduler import assign, make_scheduler, pick_urgent
+from .scheduler import assign, make_scheduler, nack_targets, pick_urgent
 from .timers import (
     BULK_LINKS_REFRESH,
     FEEDBACK_INTERVAL,
@@ -43,8 +43,6 @@ from .timers import (
     IDLE_GRACE,
     INTERACTIVE_HOLD,
     LIVE_WINDOW,
-    NACK_HOLD_MARGIN,
-    NACK_HOLD_RTTS,
     PROBE_INTERVAL,
     REORDER_MARGIN,
     REORDER_TIMEOUT_MAX,
@@ -69,7 +67,20 @@ DUPLICATE_LOSS = 0.005
 MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
 
 Transmit = Callable[[int, bytes], int]
-Queued = tuple[int, int, int, int, bytes, bool]  # wire size, flow, flow_seq, seq, packet, unordered
+
+
+@dataclass(slots=True)
+class Queued:
+    """A data packet (or fragment) waiting in a link's tunnel queue."""
+    size: int  # bytes on the wire
+    flow: int
+    fseq: int  # its flow's sequence number
+    seq: int  # the tunnel's
+    packet: bytes
+    unordered: bool  # a resend: sent outside the link's queue order (see _send_data)
+
+    def item(self) -> Item:
+        return (self.flow, self.fseq, self.seq, self.packet, self.unordered)
 
 
 def _stamp(now: float) -> bytes:
@@ -78,9 +89,6 @@ def _stamp(now: float) -> bytes:
 
 
 MAX_ECHOES = 8  # ECHO tokens held between two looks by the session
-# NACKs this end sends per second at most (a peer skipping counters must not make it send
-# more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
-NACK_RATE, NACK_BURST = 1000.0, 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +127,6 @@ class Bond:
         self._flow_seq = [0] * 256
         self._queues: dict[int, deque[Queued]] = {  # per link, in send order
             link.id: deque() for link in self.links}
-        self._history = SendHistory([link.id for link in self.links])
-        self._nack_hold_until = 0.0
-        self._nack_tokens, self._nack_at = NACK_BURST, now
-        self._nacked_in_datagram = 0  # counters honoured from the datagram being read
         self._interactive_until = -1.0
         self._reserved: Link | None = None
         self._bulk_links = self.links
@@ -138,6 +142,8 @@ class Bond:
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
              "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited", "duplicated"), 0)
         self.rx = Receiver(self.stats, REORDER_TIMEOUT_MAX)  # dedup, reassembly, reordering: -> rx.delivered
+        self.recovery = Recovery([link.id for link in self.links], now, self.stats)
+        self._history = self.recovery.history
         self.delivered = self.rx.delivered
 
     def set_links(self, configs: list[LinkConfig], now: float) -> tuple[list[str], list[str]]:
@@ -151,7 +157,7 @@ class Bond:
         moved: list[Item] = []
         resend: list[Item] = []
         for link in gone:  # taken first: a new link may reuse the id
-            moved += [(f, fs, sq, p, r) for _, f, fs, sq, p, r in self._queues.pop(link.id)]
+            moved += [q.item() for q in self._queues.pop(link.id)]
             resend += self._history.take_unacknowledged(link.id, now)
             self._history.drop_link(link.id)
         added: list[str] = []
@@ -288,8 +294,8 @@ class Bond:
         fseq = self._take_fseq(flow)
         room = self._room(link)
         if len(packet) <= room:
-            item = (flow, fseq, self._take_seq(), packet, False)
-            self._enqueue(link, self._data_size(len(packet)), item, now)
+            size = self._data_size(len(packet))
+            self._enqueue(link, Queued(size, flow, fseq, self._take_seq(), packet, False), now)
             return
         self.stats["fragmented"] += 1
         # cut piece by piece, each to the room of the link it goes to (so a slow reserved
@@ -301,7 +307,7 @@ class Bond:
             end = pos + room - 1
             payload = wire.fragment(index, end >= total, packet[pos:end])
             size = self._data_size(len(payload))
-            self._enqueue(link, size, (flow, fseq, self._take_seq(), payload, False), now)
+            self._enqueue(link, Queued(size, flow, fseq, self._take_seq(), payload, False), now)
             if end >= total:
                 return
             pos, index = end, index + 1
@@ -376,10 +382,10 @@ class Bond:
         return (link.backlog_end(now) - now <= self.queue_limit
                 or (link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
 
-    def _enqueue(self, link: Link, size: int, item: Item, now: float) -> None:
+    def _enqueue(self, link: Link, queued: Queued, now: float) -> None:
         """Queue a packet on a link and hand what its pacing allows to the socket."""
-        assign(link, size)
-        self._queues[link.id].append((size, *item))
+        assign(link, queued.size)
+        self._queues[link.id].append(queued)
         self._pump(link, now)
 
     def _pump(self, link: Link, now: float) -> None:
@@ -387,10 +393,10 @@ class Bond:
         queue = self._queues[link.id]
         limit = now + LINK_BACKLOG
         while queue and link.tx_clock <= limit:
-            size, flow, fseq, seq, packet, unordered = queue.popleft()
-            link.queued_bytes -= size
-            link.take_pace(size, now)
-            self._send_data(link, flow, fseq, seq, packet, unordered, now)
+            q = queue.popleft()
+            link.queued_bytes -= q.size
+            link.take_pace(q.size, now)
+            self._send_data(link, q.flow, q.fseq, q.seq, q.packet, q.unordered, now)
         warming = not queue and link.warming(now)
         while warming and link.tx_clock <= limit:
             size = self._send_pad(link, now)
@@ -444,7 +450,7 @@ class Bond:
             size = self._data_size(len(item[3]))
             link = pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)
             assign(link, size)
-            batches.setdefault(link.id, []).append((size, *item))
+            batches.setdefault(link.id, []).append(Queued(size, *item))
         # in their own order, ahead of the queue: a failover resends hundreds of packets, and
         # putting each at the head in turn sent the oldest, which the receiver waits on, last
         for link_id, batch in batches.items():
@@ -456,7 +462,7 @@ class Bond:
         """A link went quiet: move its queue to the others and resend what it carried
         that the peer has not acknowledged."""
         self._update_modes(now)  # a backup takes over before anything is moved
-        queued = [(f, fs, s, p, r) for _, f, fs, s, p, r in self._queues[link.id]]
+        queued = [q.item() for q in self._queues[link.id]]
         self._queues[link.id].clear()
         link.queued_bytes = 0
         link.tx_clock = now
@@ -473,7 +479,7 @@ class Bond:
         links the scheduler picks for them now."""
         for item in items:
             size = self._data_size(len(item[3]))
-            self._enqueue(self.scheduler.pick(self.links, size, now), size, item, now)
+            self._enqueue(self.scheduler.pick(self.links, size, now), Queued(size, *item), now)
 
     # ------------------------------------------------------------------ receive side
 
@@ -503,7 +509,7 @@ class Bond:
         wants = any(isinstance(f, wire.Data | wire.Probe | wire.Pad) for f in frames)
         if frames and isinstance(frames[-1], wire.Data | wire.Pad):
             self._last_data = now  # data or padding arrived: the tunnel is busy
-        self._nacked_in_datagram = 0
+        self.recovery.new_datagram()
         link.on_rx(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
             if isinstance(frame, wire.Data):
@@ -564,40 +570,26 @@ class Bond:
         self._history.acknowledge(fb.link, fb.highest_counter)
 
     def _detect_gap(self, link: Link, counter: int, now: float) -> None:
-        highest = link.rx_highest_counter
-        if highest < 0 or counter <= highest + 1:
+        nack = self.recovery.on_gap(link.id, link.rx_highest_counter, counter, now)
+        if nack is None:
             return
-        self._nack_tokens = min(NACK_BURST, self._nack_tokens + (now - self._nack_at) * NACK_RATE)
-        self._nack_at = now
-        if self._nack_tokens < 1.0:
-            self.stats["nacks_limited"] += 1
-            return
-        self._nack_tokens -= 1.0
-        missing = tuple(range(max(highest + 1, counter - wire.NACK_MAX), counter))
-        nack = wire.encode_frame(wire.Nack(link.id, missing))
-        # on the two lowest-delay links: a NACK lost on a lossy link would cost a timeout
-        usable = sorted((lk for lk in self.links if lk.usable), key=lambda lk: lk.path_delay)
-        targets = usable[:2] or [link]
+        targets = nack_targets(self.links, link)
+        frame = wire.encode_frame(nack)
         for target in targets:
-            self._send_control(target, nack, now)
+            self._send_control(target, frame, now)
         self.stats["nacks_sent"] += 1
         # hold the gap for a round trip on the slower of them (the resend may take the other)
-        rtt = max((lk.srtt for lk in targets if lk.srtt is not None), default=UNKNOWN_RTT)
-        self._nack_hold_until = max(self._nack_hold_until, now + NACK_HOLD_RTTS * rtt + NACK_HOLD_MARGIN)
+        self.recovery.hold_for(max((lk.srtt for lk in targets if lk.srtt is not None),
+                                   default=UNKNOWN_RTT), now)
 
     def _on_nack(self, nack: wire.Nack, now: float) -> None:
-        """Resend what a NACK names, if it was sent and not resent yet; at most NACK_MAX
-        counters honoured per datagram, however many NACK frames it carries."""
-        self.stats["nacks_received"] += 1
-        room = wire.NACK_MAX - self._nacked_in_datagram
-        counters = nack.counters[:max(0, room)]
-        self._nacked_in_datagram += len(counters)
-        items = self._history.take_named(nack.link, counters, now)
+        """Resend what a NACK names, if it was sent and not resent yet."""
+        items = self.recovery.on_nack(nack, now)
         if items:
             self._resend(items, now)
 
     def _covered(self, seq: int) -> bool:
-        if self._now < self._nack_hold_until:
+        if self.recovery.holding(self._now):
             return False
         for link in self.links:
             if (link.head_known and self._now - link.last_heard < LIVE_WINDOW
@@ -615,8 +607,8 @@ class Bond:
             lo = min(avg - dev for avg, dev in stats)
             spread = (hi - lo) / 1e6
         timeout = min(REORDER_TIMEOUT_MAX, max(REORDER_TIMEOUT_MIN, spread + REORDER_MARGIN))
-        if self._now < self._nack_hold_until:
-            timeout = max(timeout, self._nack_hold_until - self._now + REORDER_MARGIN)
+        if self.recovery.holding(self._now):
+            timeout = max(timeout, self.recovery.hold_until - self._now + REORDER_MARGIN)
         return timeout
 
     def _release(self, now: float) -> None:
@@ -664,7 +656,7 @@ class Bond:
     def _head(self, link: Link) -> int:
         """Every seq below this that was assigned to the link has been sent on it."""
         queue = self._queues[link.id]
-        return queue[0][3] if queue else self.next_seq
+        return queue[0].seq if queue else self.next_seq
 
     def _keepalive(self, link: Link, now: float, idle: bool) -> None:
         """A probe when the link sent nothing for its probe interval. While the tunnel is

@@ -1,14 +1,22 @@
-"""What each link recently carried, by AEAD counter, for local recovery inside the tunnel:
-a NACK names counters the receiver never got, a failed link leaves its unacknowledged
-counters; either way the packets are taken out (once) to be sent again on another link."""
+"""Local recovery inside the tunnel, without I/O or link choice (the bond sends, the
+scheduler chooses links):
+- `SendHistory`: what each link recently carried, by AEAD counter. A NACK names counters
+  the receiver never got, a failed link leaves its unacknowledged counters; either way the
+  packets are taken out (once) to be sent again on another link.
+- `Recovery`: that history, plus the receive side's gap rule (a counter gap on a link ->
+  the NACK to send, rate-limited) and how long a NACKed gap holds the reorder buffer."""
 
 from __future__ import annotations
 
 from collections import deque
 
-from .timers import RESEND_AGE
+from . import wire
+from .timers import NACK_HOLD_MARGIN, NACK_HOLD_RTTS, RESEND_AGE
 
 RING_SIZE = 4096  # recently sent data packets remembered per link
+# NACKs this end sends per second at most (a peer skipping counters must not make it send
+# more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
+NACK_RATE, NACK_BURST = 1000.0, 200.0
 
 Item = tuple[int, int, int, bytes, bool]  # flow, flow_seq, seq, packet, unordered
 
@@ -74,3 +82,48 @@ class SendHistory:
             self._sent[link_id].clear()
             self._order[link_id].clear()
             self._acked[link_id] = -1
+
+
+class Recovery:
+    """The sender's history and the receiver's NACK rule of one tunnel end."""
+
+    def __init__(self, link_ids: list[int], now: float, stats: dict[str, int]) -> None:
+        """`stats`: the bond's counters (nacks_limited, nacks_received), updated here."""
+        self.history = SendHistory(link_ids)
+        self.stats = stats
+        self.hold_until = 0.0  # gaps are not given up before (a NACK's resends may come)
+        self._tokens, self._tokens_at = NACK_BURST, now
+        self._honoured = 0  # NACKed counters honoured from the datagram being read
+
+    def new_datagram(self) -> None:
+        """A datagram is about to be read: its NACK frames share one NACK_MAX."""
+        self._honoured = 0
+
+    def on_gap(self, link_id: int, highest: int, counter: int, now: float) -> wire.Nack | None:
+        """A datagram with `counter` arrived on a link whose highest so far was `highest`:
+        the NACK naming what is missing (at most NACK_MAX, the most recent), or None (no
+        gap, or over the rate limit)."""
+        if highest < 0 or counter <= highest + 1:
+            return None
+        self._tokens = min(NACK_BURST, self._tokens + (now - self._tokens_at) * NACK_RATE)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            self.stats["nacks_limited"] += 1
+            return None
+        self._tokens -= 1.0
+        return wire.Nack(link_id, tuple(range(max(highest + 1, counter - wire.NACK_MAX), counter)))
+
+    def hold_for(self, rtt: float, now: float) -> None:
+        """A NACK went out on links whose slower round trip is `rtt`: hold gaps that long."""
+        self.hold_until = max(self.hold_until, now + NACK_HOLD_RTTS * rtt + NACK_HOLD_MARGIN)
+
+    def holding(self, now: float) -> bool:
+        return now < self.hold_until
+
+    def on_nack(self, nack: wire.Nack, now: float) -> list[Item]:
+        """What a NACK names that was sent and not resent yet: at most NACK_MAX counters per
+        datagram, however many NACK frames it carries."""
+        self.stats["nacks_received"] += 1
+        counters = nack.counters[:max(0, wire.NACK_MAX - self._honoured)]
+        self._honoured += len(counters)
+        return self.history.take_named(nack.link, counters, now)

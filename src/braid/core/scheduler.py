@@ -75,6 +75,13 @@ def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float,
     return best
 
 
+def nack_targets(links: list[Link], gap_link: Link) -> list[Link]:
+    """Where a NACK goes: the two lowest-delay usable links (a NACK lost on a lossy link
+    would cost a timeout), or the link the gap is on if none is usable."""
+    usable = sorted((lk for lk in links if lk.usable), key=lambda lk: lk.path_delay)
+    return usable[:2] or [gap_link]
+
+
 class RoundRobin:
     """Every usable link in turn, whatever its rate (MLVPN-like; for comparison only)."""
 

@@ -5,6 +5,11 @@ sockets; each direction is a `Pipe`: random loss, a bottleneck of `rate` bit/s w
 FIFO buffer holds `queue_ms` of traffic (tail drop), then a one-way delay plus a random
 jitter in [0, jitter] that never reorders (FIFO kept). Rates count IP bytes.
 
+Shaper "tbf" (`braid lab --shaper tbf`): the rate and its queue are the kernel's tbf on
+this namespace's egress veths instead (each direction's pipe then only loses, delays and
+jitters; the lab adds the qdiscs, and rate or queue events are applied to them with `tc`),
+so braid is measured against both shapers' behaviour.
+
 Commands arrive as lines on stdin: `start` (time zero of the event timeline), `reset`
 (back to the configured links, timeline stopped), `stats` (one JSON line on stdout), `quit`.
 While started, one JSON sample line per 100 ms gives the bytes forwarded per link and direction.
@@ -19,6 +24,7 @@ import random
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections import deque
@@ -113,13 +119,37 @@ class Pipe:
         self.busy_until = 0.0
 
 
-def pipe_config(spec: dict, direction: str) -> PipeConfig:
-    return PipeConfig(rate_bps=spec[f"{direction}_mbit"] * 1e6, delay=spec["delay_ms"] / 1000,
-                      jitter=spec["jitter_ms"] / 1000, loss=spec["loss"], queue=spec["queue_ms"] / 1000,
-                      trace=spec.get("trace_bytes"))
+UNSHAPED_BPS = 100e9  # a pipe's rate when tbf shapes the link: nothing queues in the pipe
+TBF_BURST_S = 0.001  # tbf's bucket: this long at the link's rate (at least two full frames)
 
 
-def apply_changes(pipes: dict[str, Pipe], changes: dict) -> None:
+def pipe_config(spec: dict, direction: str, shaper: str = "emulator") -> PipeConfig:
+    rate = spec[f"{direction}_mbit"] * 1e6
+    queue = spec["queue_ms"] / 1000
+    if shaper == "tbf":
+        rate, queue = UNSHAPED_BPS, 10.0
+    return PipeConfig(rate_bps=rate, delay=spec["delay_ms"] / 1000, jitter=spec["jitter_ms"] / 1000,
+                      loss=spec["loss"], queue=queue, trace=spec.get("trace_bytes"))
+
+
+def tbf_args(rate_mbit: float, queue_ms: float) -> list[str]:
+    """tc's arguments for a tbf of this rate whose queue holds `queue_ms` of it; it counts
+    IP bytes as the emulator does (the size table takes the Ethernet header off)."""
+    burst = max(3028, int(rate_mbit * 1e6 / 8 * TBF_BURST_S))
+    return ["stab", "overhead", "-14", "tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst),
+            "latency", f"{queue_ms}ms"]
+
+
+def egress_of(link: dict, direction: str) -> str:
+    """The veth a direction's frames leave the emulator by (toward the gateway when up)."""
+    return link["gw_if"] if direction == "up" else link["site_if"]
+
+
+def apply_changes(pipes: dict[str, Pipe], changes: dict, shaper: str = "emulator") -> None:
+    """A scenario event on one link's pipes (in tbf mode, rates and queues are tbf's)."""
+    if shaper == "tbf":
+        changes = {k: v for k, v in changes.items()
+                   if k not in ("rate_mbit", "up_mbit", "down_mbit", "queue_ms")}
     for direction, pipe in pipes.items():
         cfg = pipe.config
         if "up" in changes:
@@ -146,6 +176,8 @@ class Emulator:
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
+        self.shaper = spec.get("shaper", "emulator")
+        self.shaped = {link["name"]: dict(link) for link in spec["links"]}  # tbf's settings now
         self.rng = random.Random(spec.get("seed", 1))
         self.epoll = select.epoll()
         self.socks: dict[int, tuple[socket.socket, str, str]] = {}  # fd -> (sock, link, direction in)
@@ -186,7 +218,7 @@ class Emulator:
         old = self.pipes
         self.pipes = {}
         for link in self.spec["links"]:
-            pipes = {d: Pipe(pipe_config(link, d)) for d in ("up", "down")}
+            pipes = {d: Pipe(pipe_config(link, d, self.shaper)) for d in ("up", "down")}
             if link["name"] in old:  # keep counters across a reset
                 for d, p in pipes.items():
                     o = old[link["name"]][d]
@@ -194,6 +226,24 @@ class Emulator:
                     p.dropped_queue, p.dropped_down = o.dropped_queue, o.dropped_down
             self.pipes[link["name"]] = pipes
         self.t0 = None
+        if self.shaper == "tbf":
+            for link in self.spec["links"]:
+                self._shape(link["name"], link)
+
+    def _shape(self, name: str, changes: dict) -> None:
+        """Set the link's tbf qdiscs to the rates and queue `changes` names (tbf mode)."""
+        shaped = self.shaped[name]
+        if "rate_mbit" in changes:
+            changes = {**changes, "up_mbit": changes["rate_mbit"], "down_mbit": changes["rate_mbit"]}
+        keys = {k for k in ("up_mbit", "down_mbit", "queue_ms") if k in changes}
+        if not keys:
+            return
+        shaped.update({k: changes[k] for k in keys})
+        for direction in ("up", "down"):
+            if keys & {f"{direction}_mbit", "queue_ms"}:
+                subprocess.run(["tc", "qdisc", "replace", "dev", egress_of(shaped, direction), "root",
+                                *tbf_args(shaped[f"{direction}_mbit"], shaped["queue_ms"])],
+                               check=False, capture_output=True)
 
     def stats(self) -> dict:
         out = {}
@@ -229,7 +279,9 @@ class Emulator:
             return
         while self.next_event < len(self.events) and now >= self.t0 + self.events[self.next_event]["at_s"]:
             ev = self.events[self.next_event]
-            apply_changes(self.pipes[ev["link"]], ev["set"])
+            apply_changes(self.pipes[ev["link"]], ev["set"], self.shaper)
+            if self.shaper == "tbf":
+                self._shape(ev["link"], ev["set"])
             self._emit({"event": ev, "t": round(now - self.t0, 3)})
             self.next_event += 1
         if now >= self.next_sample:

@@ -134,9 +134,9 @@ def _link_events(workdir: Path) -> dict[str, list[str]]:
 
 def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | None = None,
                  tunnel_only: bool = False, progress: Progress = lambda s: None,
-                 keep_dir: bool = False) -> list[dict[str, Any]]:
+                 keep_dir: bool = False, shaper: str = "emulator") -> list[dict[str, Any]]:
     workdir = Path(tempfile.mkdtemp(prefix="braid-lab-"))
-    lab = Lab(sc, workdir)
+    lab = Lab(sc, workdir, shaper=shaper)
     results: list[dict[str, Any]] = []
     rtt_series = []
     try:
@@ -168,7 +168,7 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                           if f["rtt_error_ms"] is not None and abs(f["rtt_error_ms"]) > 1.0]
             capacity = {link.name: link.rate(direction) for link in sc.links}
             loss = {link.name: link.loss for link in sc.links}
-            extra = {"workload": sc.workload.kind, "duration_s": sc.duration_s,
+            extra = {"workload": sc.workload.kind, "duration_s": sc.duration_s, "shaper": shaper,
                      "emulator_ok": not flags, "emulator_flags": flags,
                      "emulator_late_max_ms": late,
                      "events": [e["event"] | {"applied_at_s": e["t"]} for e in emu_out.events]}

@@ -19,6 +19,7 @@ GW_PUBLIC = "10.200.0.1"
 TUNNEL_GW = "10.77.0.1"
 TUNNEL_CLIENT = "10.77.0.2"
 BRAID = [sys.executable, "-m", "braid.cli.main"]
+SHAPERS = ("emulator", "tbf")
 
 
 def link_addr(i: int, side: str) -> str:
@@ -35,7 +36,15 @@ def _key() -> tuple[str, str]:
 class Lab:
     """Builds the namespaces and the emulator; starts and stops braid."""
 
-    def __init__(self, scenario: Scenario, workdir: Path, seed: int = 1) -> None:
+    def __init__(self, scenario: Scenario, workdir: Path, seed: int = 1,
+                 shaper: str = "emulator") -> None:
+        """`shaper`: "emulator" (rate and queue in the userspace emulator) or "tbf" (the
+        kernel's tbf on the emulator's egress veths; loss, delay and jitter stay in it)."""
+        if shaper not in SHAPERS:
+            raise LabError(f"unknown shaper {shaper!r} (known: {', '.join(SHAPERS)})")
+        if shaper == "tbf" and any(link.trace for link in scenario.links):
+            raise LabError(f"{scenario.name}: a link with a rate trace needs the emulator shaper")
+        self.shaper = shaper
         self.scenario = scenario
         self.dir = workdir
         self.ns = Namespaces()
@@ -74,7 +83,7 @@ class Lab:
         if direct:
             self._wait_link_ping()
             return
-        spec = {"links": spec_links, "seed": self.seed,
+        spec = {"links": spec_links, "seed": self.seed, "shaper": self.shaper,
                 "events": [{"at_s": e.at_s, "link": e.link, "set": e.changes} for e in self.scenario.events]}
         self.emulator = ns.popen("emu", [sys.executable, "-m", "braid.lab.emulator", json.dumps(spec)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
