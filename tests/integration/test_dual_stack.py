@@ -5,15 +5,13 @@ with an A and an AAAA record (the site namespace's own hosts file) or as a list.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from braid.lab.netns import Namespaces
-from tests.integration.test_tunnel import GW_ADDR, GW_ADDR6, Tunnel
+from tests.integration.test_tunnel import GW_ADDR, GW_ADDR6, Tunnel, site_hosts
 
 pytestmark = pytest.mark.root
 NAME = "gw.braid.test"
@@ -21,13 +19,7 @@ NAME = "gw.braid.test"
 
 @pytest.mark.parametrize("form", ["name", "list"])
 def test_each_link_uses_the_family_it_can_reach(tmp_path, form):
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (network namespaces)")
-    ns = Namespaces()
-    etc = Path("/etc/netns") / f"{ns.prefix}-site"  # the site namespace Tunnel creates
-    try:
-        etc.mkdir(parents=True)
-        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{GW_ADDR6} {NAME}\n{GW_ADDR} {NAME}\n")
+    with site_hosts(f"127.0.0.1 localhost\n{GW_ADDR6} {NAME}\n{GW_ADDR} {NAME}\n") as (ns, _):
         line = (f'endpoint = "{NAME}:7000"' if form == "name"
                 else f'endpoints = ["[{GW_ADDR6}]:7000", "{GW_ADDR}:7000"]')
         tunnel = Tunnel(ns, tmp_path, families=(4, 6), endpoint_line=line, listen="[::]:7000")
@@ -50,9 +42,6 @@ def test_each_link_uses_the_family_it_can_reach(tmp_path, form):
             print(f"{way} through the tunnel: MB per link {moved}")
             assert all(mb > 1.0 for mb in moved.values()), moved  # both families carry it
         assert tunnel.internal_errors() == {"client": 0, "gateway": 0}
-    finally:
-        ns.close()
-        shutil.rmtree(etc, ignore_errors=True)
 
 
 def test_a_link_that_loses_its_ipv6_route_moves_to_ipv4(tmp_path):

@@ -5,28 +5,16 @@ own hosts file (`ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts).""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
-from braid.lab.netns import Namespaces
-from tests.integration.test_tunnel import GW_ADDR, Tunnel
+from tests.integration.test_tunnel import GW_ADDR, Tunnel, site_hosts
 
 pytestmark = pytest.mark.root
 NAME, NEW_ADDR = "gw.braid.test", "10.200.0.2"
 
 
 def test_a_gateway_that_moves_to_a_new_address_is_followed(tmp_path):
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (network namespaces)")
-    ns = Namespaces()
-    etc = Path("/etc/netns") / f"{ns.prefix}-site"  # the site namespace Tunnel creates
-    try:
-        etc.mkdir(parents=True)
-        hosts = etc / "hosts"
-        hosts.write_text(f"127.0.0.1 localhost\n{GW_ADDR} {NAME}\n")
+    with site_hosts(f"127.0.0.1 localhost\n{GW_ADDR} {NAME}\n") as (ns, hosts):
         tunnel = Tunnel(ns, tmp_path, endpoint=NAME)
         ns.run("gw", ["ip", "addr", "add", f"{NEW_ADDR}/32", "dev", "lo"])
         for i in range(2):
@@ -44,6 +32,3 @@ def test_a_gateway_that_moves_to_a_new_address_is_followed(tmp_path):
         assert moved and NEW_ADDR in moved[-1]
         assert gap <= 8.0
         assert tunnel._pings()
-    finally:
-        ns.close()
-        shutil.rmtree(etc, ignore_errors=True)

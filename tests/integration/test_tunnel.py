@@ -4,11 +4,13 @@ Needs root, iproute2, nftables and iperf3 (installed by scripts/setup.sh)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -42,6 +44,24 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def site_hosts(text: str):
+    """Namespaces whose site namespace (as Tunnel names it) resolves names through a hosts
+    file of its own (`ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts): yields
+    the namespaces and that file."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces)")
+    ns = Namespaces()
+    etc = Path("/etc/netns") / f"{ns.prefix}-site"
+    try:
+        etc.mkdir(parents=True)
+        (etc / "hosts").write_text(text)
+        yield ns, etc / "hosts"
+    finally:
+        ns.close()
+        shutil.rmtree(etc, ignore_errors=True)
 
 
 class Tunnel:
