@@ -59,8 +59,11 @@ RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is n
 LINK_BACKLOG = 0.002  # seconds ahead of its paced time a packet may be handed to the socket
 # a link whose delay alone is more than the queue limit above the nearest link's is "far"
 # (a satellite, a slow 3G): it carries bulk only while the near links have less than this
-# share of the capacity, since every flow it carries waits at the receiver for its packets
-FAR_SHARE = 0.5
+# share of the capacity, since every flow it carries waits at the receiver for its packets;
+# once in use, it stays until they have FAR_SHARE + FAR_HYSTERESIS (estimates wander by a
+# few %: two equal links sat on the boundary and the far one came and went)
+FAR_SHARE = 0.75
+FAR_HYSTERESIS = 0.05
 # realtime protection: an interactive packet (classify.INTERACTIVE: VoIP, games, DNS, ICMP,
 # DSCP EF) is sent twice while the link it takes loses more than this share of datagrams
 DUPLICATE_LOSS = 0.005
@@ -132,6 +135,7 @@ class Bond:
         self._bulk_links = self.links
         self._spill_links: list[Link] = []
         self._bulk_links_at = -1.0
+        self._far_in_use = False  # far links take bulk (see FAR_SHARE)
         self._now = now
         self._classifier = FlowClassifier()
         self.echoes: list[bytes] = []  # ECHO tokens received, for the session's address check
@@ -352,10 +356,9 @@ class Bond:
         """The links bulk packets may take, and those they may spill onto when all of these
         are full. A far link (its delay alone more than the queue limit above the nearest
         link's) holds every flow it carries at the receiver for its extra delay: it is a
-        candidate only while the near links have less than FAR_SHARE of the capacity, and
-        until it has measured its own, it takes spill only (a 2 Mbit/s 3G beside a 50
-        Mbit/s fibre held the flow 60+ ms for each packet it took, and slowed the fibre's
-        startup too; a satellite beside a full 2 Mbit/s 4G must still be found)."""
+        candidate only while the near links have less than FAR_SHARE of the capacity
+        (with hysteresis), and until it has measured its own, it takes spill only (see
+        docs/tuning.md for the cases that set the rule)."""
         if now - self._bulk_links_at < BULK_LINKS_REFRESH:
             return self._bulk_links, self._spill_links
         self._bulk_links_at = now
@@ -369,7 +372,9 @@ class Bond:
             # a far link kept off measures nothing more: judge it by what it proved lately,
             # or one low estimate (a cut, a dip) would keep it off for good
             far_cap = sum(lk.peak_capacity() for lk in far if lk.proven)
-            near_dominates = near >= FAR_SHARE * (near + far_cap)
+            share = FAR_SHARE + (FAR_HYSTERESIS if self._far_in_use else 0.0)
+            near_dominates = near >= share * (near + far_cap)
+            self._far_in_use = bool(far) and not near_dominates
             kept_off = far if near_dominates else unproven
             links = [lk for lk in self.links if lk not in kept_off]
             spill = unproven
