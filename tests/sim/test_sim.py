@@ -280,7 +280,7 @@ def test_a_batch_of_resends_leaves_in_its_own_order():
         link.tx_clock = net.now + 1.0  # pacing holds everything back: the order stays visible
     items = [(0, k, 1000 + k, bytes(1200), True) for k in range(50)]
     bond._resend(items, net.now)
-    queued = [entry[3] for link in bond.links for entry in bond._queues[link.id]]
+    queued = [entry.seq for link in bond.links for entry in bond._queues[link.id]]
     assert len(queued) == 50
     assert queued == sorted(queued)
 
