@@ -25,7 +25,7 @@ from braid.io.hostnet import HostSetup
 from braid.io.netlink import NetlinkError, interface_mtu
 from braid.io.state import StateFile
 from braid.io.tun import TunGone
-from braid.io.udp import ANCILLARY, Remote, is_address, resolve_all, rx_stamp
+from braid.io.udp import Remote, is_address, recv_batch, resolve_all
 from braid.io.uplinks import RETRY, NetlinkEvents, Uplinks
 
 from .common import DaemonBase, arrival_time, bring_up_tun, clamp_forwarded_mss, read_tun, sd_notify
@@ -266,24 +266,17 @@ class ClientDaemon(DaemonBase):
                     log.warning("%d tunnel route(s) were removed: put back", missing)
         self._host_changed = False
 
-    def _reader(self, sock: Any, link_id: int) -> Callable[[float], None]:
+    def _reader(self, sock: socket.socket, link_id: int) -> Callable[[float], None]:
         on_datagram = self.core.on_datagram
-        recvmsg = sock.recvmsg
         wall = time.time
         faults = self.loop.faults
         where = f"a datagram on link {self._name(link_id)}"
 
         def read(now: float) -> None:
             offset = now - wall()
-            for _ in range(64):
+            for data, stamp in recv_batch(sock):
                 try:
-                    data, ancdata, _, _ = recvmsg(65535, ANCILLARY)
-                except BlockingIOError:
-                    return
-                except OSError:  # ICMP unreachable reported on the connected socket
-                    return
-                try:
-                    on_datagram(link_id, data, now, arrival_time(rx_stamp(ancdata), offset, now))
+                    on_datagram(link_id, data, now, arrival_time(stamp, offset, now))
                 except Exception:
                     faults.record(where)
         return read

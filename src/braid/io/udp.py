@@ -116,6 +116,20 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def recv_batch(sock: socket.socket, limit: int = 64) -> list[tuple[bytes, float | None]]:
+    """Up to `limit` datagrams waiting on a client link's connected socket: (data, kernel
+    arrival time or None). An ICMP error queued on the socket ends the batch."""
+    out: list[tuple[bytes, float | None]] = []
+    recvmsg = sock.recvmsg
+    for _ in range(limit):
+        try:
+            data, ancdata, _, _ = recvmsg(65535, ANCILLARY)
+        except OSError:  # BlockingIOError: nothing more; others: ICMP unreachable
+            break
+        out.append((data, rx_stamp(ancdata)))
+    return out
+
+
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python does not export it
 IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 IN6_PKTINFO = struct.Struct("=16si")  # addr, ifindex
