@@ -165,3 +165,14 @@ def test_tbf_shaper_keeps_rate_and_delay_and_follows_events(tmp_path):
             time.sleep(0.1)
     finally:
         lab.close()
+
+
+def test_one_quic_transfer_over_a_lab_link(lab):
+    """The `quic` workload (aioquic, CUBIC): receiver-side samples, both ways."""
+    from braid.lab.workload import quic_transfer
+
+    for direction in ("up", "down"):
+        result = quic_transfer(lab.ns, link_addr(0, "gw"), 3, direction, port=4440)
+        print(f"one QUIC transfer over the 12 Mbit/s link, {direction}: {result.goodput_mbit:.1f} Mbit/s")
+        assert 6.0 < result.goodput_mbit <= 12.5
+        assert len(result.samples) >= 20

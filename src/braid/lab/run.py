@@ -17,7 +17,7 @@ from . import result as resultlib
 from .plot import plot
 from .scenario import Scenario
 from .topology import TUNNEL_GW, Lab, cpu_seconds, link_addr
-from .workload import Pinger, TransferResult, iperf, ping_rtts
+from .workload import Pinger, TransferResult, iperf, ping_rtts, quic_transfer
 
 Progress = Callable[[str], None]
 UDP_PAYLOAD, UDP_IP = 1400, 1428
@@ -85,8 +85,12 @@ def _baselines(lab: Lab, direction: str, seconds: float, progress: Progress) -> 
     out = {}
     w = lab.scenario.workload
     for i, link in enumerate(lab.scenario.links):
-        progress(f"baseline: one TCP flow over {link.name} alone, {direction}, {seconds:g} s")
-        result = iperf(lab.ns, link_addr(i, "gw"), seconds, direction, cc=w.cc, port=5211)
+        if w.kind == "quic":  # the links alone, measured with the same transfer
+            progress(f"baseline: one QUIC transfer over {link.name} alone, {direction}, {seconds:g} s")
+            result = quic_transfer(lab.ns, link_addr(i, "gw"), seconds, direction, port=4434)
+        else:
+            progress(f"baseline: one TCP flow over {link.name} alone, {direction}, {seconds:g} s")
+            result = iperf(lab.ns, link_addr(i, "gw"), seconds, direction, cc=w.cc, port=5211)
         out[link.name] = result.goodput_mbit
     return out
 
@@ -111,6 +115,8 @@ def _tunnel_run(lab: Lab, direction: str, emu_out: EmulatorOutput, progress: Pro
         transfer = TransferResult(0.0, 0)
     elif w.kind == "udp":
         transfer = iperf(lab.ns, TUNNEL_GW, sc.duration_s, direction, udp_mbit=w.rate_mbit)
+    elif w.kind == "quic":
+        transfer = quic_transfer(lab.ns, TUNNEL_GW, sc.duration_s, direction)
     else:
         transfer = iperf(lab.ns, TUNNEL_GW, sc.duration_s, direction, cc=w.cc, flows=w.flows)
     rtts = pinger.result()

@@ -12,7 +12,7 @@ from typing import Any
 LINK_KEYS = {"name", "rate_mbit", "up_mbit", "down_mbit", "delay_ms", "jitter_ms", "loss",
              "queue_ms", "trace"}
 EVENT_SET_KEYS = {"up", "rate_mbit", "up_mbit", "down_mbit", "delay_ms", "jitter_ms", "loss", "queue_ms"}
-KINDS = ("tcp", "udp", "ping", "mixed")
+KINDS = ("tcp", "udp", "ping", "mixed", "quic")
 DIRECTIONS = ("up", "down", "both")
 
 

@@ -1,10 +1,12 @@
-"""Traffic: iperf3 (TCP, UDP) and ping, run in the lab namespaces, parsed into numbers."""
+"""Traffic: iperf3 (TCP, UDP), one QUIC transfer (lab/quicperf.py) and ping, run in the lab
+namespaces, parsed into numbers."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +106,32 @@ def _iperf_once(ns: Namespaces, server_ip: str, seconds: float, direction: str, 
     else:
         intervals = data["intervals"]
     return TransferResult(goodput, retrans, _samples(intervals))
+
+
+def quic_transfer(ns: Namespaces, server_ip: str, seconds: float, direction: str,
+                  port: int = 4433) -> TransferResult:
+    """One bulk transfer over one QUIC connection (aioquic, CUBIC) between the site and a
+    server in the gateway namespace; up: the site sends. Receiver-side samples; QUIC's
+    losses are not counted (retransmits 0)."""
+    quicperf = [sys.executable, "-m", "braid.lab.quicperf"]
+    server = ns.popen("gw", [*quicperf, "server", server_ip, str(port), f"{seconds + 60:g}"],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        if "ready" not in server.stdout.readline():
+            raise LabError("the QUIC transfer's server did not start (is aioquic installed?)")
+        proc = ns.run("site", [*quicperf, "client", server_ip, str(port), f"{seconds:g}", direction],
+                      check=False, timeout=seconds + 90)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise LabError(f"QUIC transfer failed: {(proc.stderr or '')[-300:]}")
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    samples = [(float(t), float(mbit)) for t, mbit in data["samples"]]
+    return TransferResult(float(data["goodput_mbit"]), 0, samples)
 
 
 class Pinger:
