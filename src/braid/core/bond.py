@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from . import wire
 from .classify import BULK, INTERACTIVE, FlowClassifier
 from .estimator import RESERVED_DATAGRAM_TIME
+from .events import LinkStateChanged
 from .link import (
     BACKUP,
     Health,
@@ -94,16 +95,6 @@ def _stamp(now: float) -> bytes:
 MAX_ECHOES = 8  # ECHO tokens held between two looks by the session
 
 
-@dataclass(frozen=True, slots=True)
-class LinkEvent:
-    """A link's health changed in one direction: "rx" (what this end hears of it) or "tx"
-    (what the peer reports hearing of it)."""
-    link: str
-    health: Health
-    direction: str
-    cause: str
-
-
 class Bond:
     def __init__(self, links: list[LinkConfig], now: float, transmit: Transmit, *,
                  scheduler: str = "earliest-arrival", queue_limit: float = DEFAULT_QUEUE_LIMIT,
@@ -125,7 +116,7 @@ class Bond:
         # the largest packet carried whole on every link: a fragment fits any link it is
         # moved to by a resend or a failover
         self._whole_max = min(wire.whole_mtu(link.config.mtu, outer_ipv6) for link in self.links)
-        self.events: list[LinkEvent] = []
+        self.events: deque[LinkStateChanged] = deque()  # pulled by the core's next_event
         self.next_seq = 0
         self._flow_seq = [0] * 256
         self._queues: dict[int, deque[Queued]] = {  # per link, in send order
@@ -504,7 +495,7 @@ class Bond:
             return
         changed = link.on_heard(now)
         if changed is not None:
-            self.events.append(LinkEvent(link.name, changed, "rx", "heard again"))
+            self.events.append(LinkStateChanged(link.name, changed, "rx", "heard again"))
             if changed is Health.UP and self.warmup and not link.proven:
                 link.warm_until = now + WARMUP_TIME
         self._now = now
@@ -550,7 +541,7 @@ class Bond:
             if changed is None:
                 continue
             cause = "the peer hears it again" if changed is Health.UP else "the peer does not hear it"
-            self.events.append(LinkEvent(link.name, changed, "tx", cause))
+            self.events.append(LinkStateChanged(link.name, changed, "tx", cause))
             if changed is Health.SUSPECT and link.health is Health.UP:
                 self._failover(link, now)
         if not self._decides_standby:
@@ -652,7 +643,7 @@ class Bond:
             changed = link.check_silence(now)
             if changed is not None:
                 cause = f"nothing heard for {quiet * 1000:.0f} ms"
-                self.events.append(LinkEvent(link.name, changed, "rx", cause))
+                self.events.append(LinkStateChanged(link.name, changed, "rx", cause))
                 if changed is Health.SUSPECT and link.tx_health is Health.UP:
                     self._failover(link, now)
             self._keepalive(link, now, idle)
@@ -728,7 +719,7 @@ class Bond:
             cause = "a primary link is usable"
         else:
             cause = "no primary link is usable" if self._decides_standby else "the peer uses it again"
-        self.events.append(LinkEvent(link.name, link.health, "role",
+        self.events.append(LinkStateChanged(link.name, link.health, "role",
                                      f"{'standby' if standby else 'active'}: {cause}"))
 
     def next_deadline(self) -> float:

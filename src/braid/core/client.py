@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import noise, wire
 from .classify import link_scoped_v6
 from .cookie import CookieJar, MacChecker
+from .events import Event, HandshakeCompleted, HandshakesUnanswered, PeerRestarted, PeerSilent
 from .handshake import (
     PROLOGUE,
     HandshakeState,
@@ -60,7 +62,7 @@ class ClientCore:
         self._next_tell = 0.0
         self.counters = dict.fromkeys(("garbage", "unknown_index", "handshake_failed", "bad_mac",
                                        "cookies", "no_session", "handshakes", "link_local_dropped"), 0)
-        self.events: list[str] = []
+        self._events: deque[Event] = deque()
         self._announce = False  # the links changed: handshake now to tell the gateway
 
     def set_links(self, links: list[LinkConfig], now: float) -> tuple[list[str], list[str]]:
@@ -175,11 +177,11 @@ class ClientCore:
         self._silence_told = False
         self.counters["handshakes"] += 1
         if self.peer.set_remote_instance(resp.instance):
-            self.events.append("gateway restarted: receive state reset")
+            self._events.append(PeerRestarted())
         resting = self._resting_links()
         keypair = Keypair(keys, msg.receiver_index, msg.sender_index, now)
         self.peer.install(keypair, confirmed=True)
-        self.events.append("handshake complete")
+        self._events.append(HandshakeCompleted())
         for link in self.peer.bond.links:  # confirm the keys and show the gateway each link
             if link.id not in resting:
                 link.last_tx = -1.0
@@ -230,8 +232,14 @@ class ClientCore:
         elif now - self._unanswered_since >= UNANSWERED_TELL and now >= self._next_tell:
             self._next_tell = now + 6 * UNANSWERED_TELL
             silent = now - self._unanswered_since
-            self.events.append(f"no answer to handshakes on any link for {silent:.0f} s "
-                               "(is the gateway up, and its key, host and port right?)")
+            self._events.append(HandshakesUnanswered(silent))
+
+    def next_event(self) -> Event | None:
+        """The next thing the daemon should know (and log), or None."""
+        if self._events:
+            return self._events.popleft()
+        link_events = self.peer.bond.events
+        return link_events.popleft() if link_events else None
 
     def on_timer(self, now: float) -> None:
         self._tell_unanswered(now)
@@ -240,8 +248,7 @@ class ClientCore:
             if (self.peer.current is not None and silent >= self._silence_limit(now)
                     and not self._silence_told):
                 self._silence_told = True
-                self.events.append(f"no answer from the gateway on any link for {silent:.1f} s: "
-                                   "handshaking again")
+                self._events.append(PeerSilent(silent))
             self._send_initiations(now)
         self.peer.expire_keys(now)
         if self.peer.established:

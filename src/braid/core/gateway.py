@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import noise, wire
 from .classify import destination_address, link_scoped_v6, source_address
 from .cookie import CookieChecker, RateLimiter, with_macs
+from .events import Event, HandshakeCompleted, HandshakeRefused, KeyShared, LinksChanged, PeerRestarted
 from .handshake import PROLOGUE, InitPayload, RespPayload
 from .link import LinkConfig
 from .session import Address, Datagram, Keypair, Peer
@@ -94,7 +96,7 @@ class GatewayCore:
         self._answered: dict[str, tuple[float, int, set[int], bytes]] = {}
         self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
         self.delivered: list[bytes] = []
-        self.events: list[str] = []
+        self._events: deque[Event] = deque()
         self._cookies = CookieChecker(noise.public_key(params.private_key), random, now)
         self._per_source = RateLimiter(SOURCE_RATE, SOURCE_BURST)
         self._cookie_rate = RateLimiter(SOURCE_RATE, SOURCE_BURST)  # cookie replies per source
@@ -217,7 +219,7 @@ class GatewayCore:
         self.datagrams.append(Datagram(payload.link_id, addr, resp))
         self._answered[client.name] = (now, payload.wall_us, {payload.link_id}, resp)
         self.counters["handshakes"] += 1
-        self.events.append(f"{client.name}: handshake on link {payload.link_names[payload.link_id]}")
+        self._events.append(HandshakeCompleted(client.name, payload.link_names[payload.link_id]))
 
     def _answer_copy(self, name: str, payload: InitPayload, addr: Address, now: float) -> None:
         """The same initiation arrived on another link (the client sends one on each): the
@@ -241,7 +243,7 @@ class GatewayCore:
             self._told[kind] = (last, untold + 1)
             return
         self._told[kind] = (now, 0)
-        self.events.append(line + (f" ({untold} more like it since the last)" if untold else ""))
+        self._events.append(HandshakeRefused(line, untold))
 
     def _note_instance(self, client: ClientEntry, instance: int, addr: Address, now: float) -> None:
         """A client's instance going back to the one before: two processes share its key (a
@@ -257,8 +259,7 @@ class GatewayCore:
         others = sorted({_show(a) for i in range(len(peer.link_names)) for a in peer.sources.addresses(i)}
                         - {_show(addr)}) if peer is not None else []
         self.counters["key_shared"] += 1
-        self.events.append(f"{client.name}: its key is used by two clients at once: {_show(addr)} "
-                           f"and {', '.join(others) or 'another address'}")
+        self._events.append(KeyShared(client.name, _show(addr), ", ".join(others) or "another address"))
 
     def _peer_for(self, client: ClientEntry, payload: InitPayload, now: float) -> Peer:
         peer = self.peers.get(client.name)
@@ -268,17 +269,25 @@ class GatewayCore:
             # the client's links changed (a reload, or a restart with another config): the
             # links it keeps keep their state, and so does the session
             added, removed = peer.set_links(links, payload.link_names, now)
-            self.events.append(f"{client.name}: links now {', '.join(lk.name for lk in links)}"
-                               + (f"; added {', '.join(added)}" if added else "")
-                               + (f"; removed {', '.join(removed)}" if removed else ""))
+            self._events.append(LinksChanged(client.name, tuple(lk.name for lk in links),
+                                             tuple(added), tuple(removed)))
         if peer is None:
             peer = Peer(client.name, links, now, scheduler=self.params.scheduler,
                         queue_limit=self.params.queue_limit, outer_ipv6=self.params.outer_ipv6,
                         learns_addresses=True, warmup=self.params.warmup, random=self._random)
             self.peers[client.name] = peer
         if peer.set_remote_instance(payload.instance):
-            self.events.append(f"{client.name}: client restarted")
+            self._events.append(PeerRestarted(client.name))
         return peer
+
+    def next_event(self) -> Event | None:
+        """The next thing the daemon should know (and log), or None."""
+        if self._events:
+            return self._events.popleft()
+        for peer in self.peers.values():
+            if peer.bond.events:
+                return dataclasses.replace(peer.bond.events.popleft(), peer=peer.name)
+        return None
 
     # ------------------------------------------------------------------ inputs
 

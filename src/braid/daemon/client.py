@@ -337,7 +337,7 @@ class ClientDaemon(DaemonBase):
             self.reload()
         self._send()
         self.write_delivered(self.tun, self.core.delivered)
-        self.log_events([self.core.peer], self.core.events, name_peers=False)
+        self.log_events(self.core)
         self.book.maybe_sample(now, [self.core.peer])
         self._check_host(now)
         self._maybe_reresolve(now)

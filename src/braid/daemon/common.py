@@ -13,6 +13,8 @@ from typing import Any
 
 from braid.control.metrics import SLICE, Throughput
 from braid.control.status import link_counters, peer_status, summary_line
+from braid.core.client import ClientCore
+from braid.core.gateway import GatewayCore
 from braid.core.session import Peer
 from braid.io.netlink import InterfaceSetup, NetlinkError
 from braid.io.tun import Tun
@@ -193,16 +195,11 @@ class DaemonBase:
                     self.tun_write_errors += 1
             delivered.clear()
 
-    def log_events(self, peers: list[Peer], events: list[str], name_peers: bool) -> None:
-        for peer in peers:
-            for event in peer.bond.events:
-                prefix = f"{peer.name}: " if name_peers else ""
-                self._event(f"{prefix}link {event.link} {event.direction} {event.health.value}: "
-                            f"{event.cause}")
-            peer.bond.events.clear()
-        for line in events:
-            self._event(line)
-        events.clear()
+    def log_events(self, core: ClientCore | GatewayCore) -> None:
+        """Log every event the core has for us (one line each), and keep the last ones for
+        `braid status` and `braid top`."""
+        while (event := core.next_event()) is not None:
+            self._event(str(event))
 
     def _event(self, line: str) -> None:
         log.info("%s", line)

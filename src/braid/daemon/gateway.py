@@ -172,7 +172,7 @@ class GatewayDaemon(DaemonBase):
         self._send()
         peers = list(self.core.peers.values())
         self.write_delivered(self.tun, self.core.delivered)
-        self.log_events(peers, self.core.events, name_peers=True)
+        self.log_events(self.core)
         self.book.maybe_sample(now, peers)
 
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
