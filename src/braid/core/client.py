@@ -78,13 +78,22 @@ class ClientCore:
 
     # ------------------------------------------------------------------ outputs
 
-    @property
-    def datagrams(self) -> list[Datagram]:
-        return self.peer.out
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Every datagram made since the last call (each one once)."""
+        out = self.peer.out
+        if not out:
+            return []
+        self.peer.out = []
+        return out
 
-    @property
-    def delivered(self) -> list[bytes]:
-        return self.peer.bond.delivered
+    def packets_to_deliver(self) -> list[bytes]:
+        """Every inner packet released since the last call, for the TUN (each one once)."""
+        delivered = self.peer.bond.delivered
+        if not delivered:
+            return []
+        packets = delivered[:]
+        delivered.clear()
+        return packets
 
     # ------------------------------------------------------------------ handshake
 

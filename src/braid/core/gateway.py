@@ -289,6 +289,13 @@ class GatewayCore:
                 return dataclasses.replace(peer.bond.events.popleft(), peer=peer.name)
         return None
 
+    def packets_to_deliver(self) -> list[bytes]:
+        """Every inner packet that passed the source checks since the last call, for the TUN."""
+        if not self.delivered:
+            return []
+        packets, self.delivered = self.delivered, []
+        return packets
+
     # ------------------------------------------------------------------ inputs
 
     def on_datagram(self, addr: Address, data: bytes, now: float, arrival: float | None = None) -> None:
@@ -370,7 +377,8 @@ class GatewayCore:
         return min((p.bond.next_deadline() for p in self.peers.values() if p.established),
                    default=float("inf"))
 
-    def drain_datagrams(self) -> list[Datagram]:
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Every datagram made since the last call, of every client (each one once)."""
         out = self.datagrams
         self.datagrams = []
         for peer in self.peers.values():

@@ -321,22 +321,19 @@ class ClientDaemon(DaemonBase):
         return True
 
     def _send(self) -> None:
-        out = self.core.datagrams
-        if out:
-            send = self.uplinks.send
-            for dg in out:
-                try:
-                    send(dg.link_id, dg.data)
-                except OSError as exc:
-                    self.send_error(self._name(dg.link_id), exc)
-            out.clear()
+        send = self.uplinks.send
+        for dg in self.core.datagrams_to_send():
+            try:
+                send(dg.link_id, dg.data)
+            except OSError as exc:
+                self.send_error(self._name(dg.link_id), exc)
 
     def _flush(self, now: float) -> None:
         if self.loop.reload_requested:
             self.loop.reload_requested = False
             self.reload()
         self._send()
-        self.write_delivered(self.tun, self.core.delivered)
+        self.write_delivered(self.tun, self.core.packets_to_deliver())
         self.log_events(self.core)
         self.book.maybe_sample(now, [self.core.peer])
         self._check_host(now)

@@ -188,12 +188,10 @@ class DaemonBase:
         log.warning("tun %s was deleted: made again (addresses and routes put back)", new.name)
         return new
 
-    def write_delivered(self, tun: Tun, delivered: list[bytes]) -> None:
-        if delivered:
-            for packet in delivered:
-                if not tun.write(packet):
-                    self.tun_write_errors += 1
-            delivered.clear()
+    def write_delivered(self, tun: Tun, packets: list[bytes]) -> None:
+        for packet in packets:
+            if not tun.write(packet):
+                self.tun_write_errors += 1
 
     def log_events(self, core: ClientCore | GatewayCore) -> None:
         """Log every event the core has for us (one line each), and keep the last ones for

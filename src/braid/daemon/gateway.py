@@ -157,7 +157,7 @@ class GatewayDaemon(DaemonBase):
 
     def _send(self) -> None:
         send = self.sock.send
-        for dg in self.core.drain_datagrams():
+        for dg in self.core.datagrams_to_send():
             if dg.addr is None:  # a gateway's datagrams always name their address
                 continue
             try:
@@ -171,7 +171,7 @@ class GatewayDaemon(DaemonBase):
             self.reload()
         self._send()
         peers = list(self.core.peers.values())
-        self.write_delivered(self.tun, self.core.delivered)
+        self.write_delivered(self.tun, self.core.packets_to_deliver())
         self.log_events(self.core)
         self.book.maybe_sample(now, peers)
 

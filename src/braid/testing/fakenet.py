@@ -114,19 +114,16 @@ class FakeNet:
             heapq.heappush(self._events, (arrival, next(self._tie), direction, link_id, data))
 
     def _flush(self) -> None:
-        for dg in self.client.datagrams:
+        for dg in self.client.datagrams_to_send():
             self._transmit("up", dg.link_id, dg.data)
-        self.client.datagrams.clear()
-        for dg in self.gateway.drain_datagrams():
+        for dg in self.gateway.datagrams_to_send():
             assert dg.addr is not None
             if dg.addr != self._addr(dg.link_id):  # to a spoofed source: never reaches the client
                 self.sent_elsewhere[dg.addr] = self.sent_elsewhere.get(dg.addr, 0) + len(dg.data)
                 continue
             self._transmit("down", dg.link_id, dg.data)
-        self.to_gateway.extend(self.gateway.delivered)
-        self.gateway.delivered.clear()
-        self.to_client.extend(self.client.delivered)
-        self.client.delivered.clear()
+        self.to_gateway.extend(self.gateway.packets_to_deliver())
+        self.to_client.extend(self.client.packets_to_deliver())
 
     def run_until(self, t_end: float) -> None:
         stuck = 0
