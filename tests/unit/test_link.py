@@ -182,7 +182,7 @@ def test_one_way_delay_and_delivery_time_use_the_kernel_arrival_not_the_read_tim
     # sent at 0.990, in the host at 1.000, read by a busy daemon at 1.050
     bond.on_plaintext(0, probe, 100, 1, now=1.050, arrival=1.000)
     link = bond.links[0]
-    assert link.rx_owd_min == 10_000
+    assert link.report.owd_min == 10_000
     bond.on_timer(1.2)  # feedback is due
     reports = [f for p in sent for f in wire.decode_plaintext(p)[1] if isinstance(f, wire.Feedback)]
     assert reports and reports[-1].rx_time_us == 1_000_000
@@ -412,3 +412,23 @@ def test_reading_the_pacing_rate_changes_nothing():
     state = (est.mode, est.capacity(), est._phase)
     assert est.pacing_rate() == est.pacing_rate()
     assert (est.mode, est.capacity(), est._phase) == state
+
+
+def test_a_receive_report_builds_its_feedback_and_starts_over():
+    from braid.core import wire
+    from braid.core.link import ReceiveReport
+    from braid.core.timers import FEEDBACK_INTERVAL
+
+    report = ReceiveReport()
+    assert not report.due(0.0)
+    for k, owd_us in enumerate((12_000, 10_000, 11_000)):
+        now = 1.0 + k * 0.001
+        report.on_datagram(now, int(now * 1e6), 1200, int(now * 1e6) - owd_us, 40 + k, True)
+    assert report.due(1.002)
+    fb = report.feedback(3, 1.005)
+    hold = int((1.005 - 1.002) * 1e6)  # since the last arrival
+    assert fb == wire.Feedback(3, 3, 3600, 1_002_000 - 11_000, hold, 1_002_000, 10_000, 42)
+    assert not report.due(1.005)  # answered, and its lowest delay starts over
+    report.on_datagram(1.006, 1_006_000, 100, 1_006_000 - 15_000, 43, True)
+    assert not report.due(1.005 + FEEDBACK_INTERVAL / 2) and report.due(1.005 + FEEDBACK_INTERVAL)
+    assert report.feedback(3, 1.03).owd_min_us == 15_000

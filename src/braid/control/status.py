@@ -13,7 +13,7 @@ def link_counters(peer: Peer) -> dict[str, int]:
     out = {}
     for link in peer.bond.links:
         out[f"{peer.name}/{link.name}/tx"] = link.tx_bytes
-        out[f"{peer.name}/{link.name}/rx"] = link.rx_bytes
+        out[f"{peer.name}/{link.name}/rx"] = link.report.bytes
     return out
 
 
@@ -56,7 +56,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
             "warming": link.warming(now),
             "share": round(link.tx_bytes / total_tx, 3),
             "tx_packets": link.tx_packets, "tx_bytes": link.tx_bytes,
-            "rx_packets": link.rx_packets, "rx_bytes": link.rx_bytes,
+            "rx_packets": link.report.packets, "rx_bytes": link.report.bytes,
             "addresses": [_addr(a) for a in peer.sources.addresses(link.id)],
             "tx_throughput": tput.rates(f"{peer.name}/{link.name}/tx"),
             "rx_throughput": tput.rates(f"{peer.name}/{link.name}/rx"),

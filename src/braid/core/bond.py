@@ -201,9 +201,8 @@ class Bond:
     def _control_for(self, link: Link, now: float, room: int) -> bytes:
         """Feedback owed on this link and the HEARD report, if due and they fit in `room`."""
         out = b""
-        if (link.rx_pending_feedback and room >= wire.FEEDBACK.size
-                and now >= link.last_feedback_tx + FEEDBACK_INTERVAL):
-            out = wire.encode_frame(self._feedback(link, now))
+        if room >= wire.FEEDBACK.size and link.report.due(now):
+            out = wire.encode_frame(link.report.feedback(link.id, now))
         if room - len(out) >= wire.HEARD.size and now >= link.last_heard_report_tx + HEARD_INTERVAL:
             out += self._heard_report(link, now)
         return out
@@ -224,18 +223,6 @@ class Bond:
             if lk.standby:
                 standby |= 1 << lk.id
         return wire.encode_frame(wire.Heard(known, up, standby))
-
-    def _feedback(self, link: Link, now: float) -> wire.Feedback:
-        hold = int((now - link.rx_last_arrival) * 1e6)
-        # rx_time is the last counted arrival: rx_bytes over the time between two reports'
-        # rx_times is then exactly what arrived in between, with no report-timing jitter
-        fb = wire.Feedback(link.id, link.rx_packets, link.rx_bytes, link.rx_last_ts, max(0, hold),
-                           int(link.rx_last_arrival * 1e6), link.rx_owd_min or 0,
-                           max(0, link.rx_highest_counter))
-        link.rx_pending_feedback = False
-        link.rx_owd_min = None
-        link.last_feedback_tx = now
-        return fb
 
     def _send(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
         counter = self.transmit(link.id, plaintext)
@@ -506,7 +493,7 @@ class Bond:
         if frames and isinstance(frames[-1], wire.Data | wire.Pad):
             self._last_data = now  # data or padding arrived: the tunnel is busy
         self.recovery.new_datagram()
-        link.on_rx(now_us / 1e6, now_us, size, ts, counter, wants)
+        link.report.on_datagram(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
             if isinstance(frame, wire.Data):
                 self._on_data(link, frame, now)
@@ -566,7 +553,7 @@ class Bond:
         self._history.acknowledge(fb.link, fb.highest_counter)
 
     def _detect_gap(self, link: Link, counter: int, now: float) -> None:
-        nack = self.recovery.on_gap(link.id, link.rx_highest_counter, counter, now)
+        nack = self.recovery.on_gap(link.id, link.report.highest_counter, counter, now)
         if nack is None:
             return
         targets = nack_targets(self.links, link)
@@ -595,8 +582,8 @@ class Bond:
 
     def reorder_timeout(self) -> float:
         """How long a gap may hold a flow: the spread of one-way delays across live links."""
-        stats = [(lk.rx_owd_avg, lk.rx_owd_dev) for lk in self.links
-                 if lk.rx_owd_avg is not None and self._now - lk.last_heard < LIVE_WINDOW]
+        stats = [(lk.report.owd_avg, lk.report.owd_dev) for lk in self.links
+                 if lk.report.owd_avg is not None and self._now - lk.last_heard < LIVE_WINDOW]
         spread = 0.0
         if stats:
             hi = max(avg + 3 * dev for avg, dev in stats)
@@ -669,8 +656,7 @@ class Bond:
             link.last_tx = now  # even if it could not leave: the next try is an interval away
             if not slow:
                 link.on_sent_expecting_answer(now)
-        elif (not quiet_answers and link.rx_pending_feedback
-              and now >= link.last_feedback_tx + FEEDBACK_INTERVAL):
+        elif not quiet_answers and link.report.due(now):
             self._send_control(link, self._control_for(link, now, 1 << 16), now)
 
     @property
@@ -731,9 +717,9 @@ class Bond:
             if self._queues[link.id] or link.warming(self._now):
                 deadline = min(deadline, link.tx_clock - LINK_BACKLOG)
             deadline = min(deadline, link.last_tx + link.probe_interval(idle))
-            if link.rx_pending_feedback and not (link.standby or (
+            if link.report.pending and not (link.standby or (
                     idle and self._now > self._last_data + IDLE_AFTER + IDLE_GRACE)):
-                deadline = min(deadline, link.last_feedback_tx + FEEDBACK_INTERVAL)
+                deadline = min(deadline, link.report.last_sent + FEEDBACK_INTERVAL)
             deadline = min(deadline, link.silence_deadline(self._now))
         if self.rx.reorder.held:
             held_deadline = self.rx.next_deadline(self.reorder_timeout())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from . import wire
 from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
 from .replay import SEQ_MOD, seq_diff
 from .timers import (
@@ -63,6 +64,65 @@ HEALTH_TRANSITIONS: dict[tuple[Health, HealthEvent], Health] = {
 }
 
 
+class ReceiveReport:
+    """What this end received on one link, and the receiver report (wire.Feedback) it owes
+    the peer for it: counts, the last arrival and its timestamp, the lowest one-way delay
+    since the last report, the highest AEAD counter (loss and recovery read it), and a
+    smoothed one-way delay with its deviation (the reorder deadline reads them)."""
+
+    __slots__ = ("bytes", "highest_counter", "last_arrival", "last_sent", "last_ts", "owd_avg",
+                 "owd_dev", "owd_min", "packets", "pending")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.last_ts = 0  # the sender's timestamp on the latest datagram
+        self.last_arrival = 0.0
+        self.owd_min: int | None = None  # us, since the last report
+        self.highest_counter = -1
+        self.pending = False  # data or a probe arrived that a report must answer
+        self.last_sent = -1.0  # when the last report went out
+        self.owd_avg: float | None = None  # us
+        self.owd_dev = 0.0
+
+    def on_datagram(self, now: float, now_us: int, size: int, ts: int, counter: int,
+                    wants_feedback: bool) -> None:
+        self.packets += 1
+        self.bytes += size
+        self.last_ts = ts
+        self.last_arrival = now
+        owd = seq_diff(now_us, ts)
+        if self.owd_min is None or owd < self.owd_min:
+            self.owd_min = owd
+        if self.owd_avg is None:
+            self.owd_avg = float(owd)
+        else:
+            err = owd - self.owd_avg
+            self.owd_avg += err / 16
+            self.owd_dev += (abs(err) - self.owd_dev) / 8
+        if counter > self.highest_counter:
+            self.highest_counter = counter
+        if wants_feedback:
+            self.pending = True
+
+    def due(self, now: float) -> bool:
+        """A report is owed and FEEDBACK_INTERVAL has passed since the last one."""
+        return self.pending and now >= self.last_sent + FEEDBACK_INTERVAL
+
+    def feedback(self, link_id: int, now: float) -> wire.Feedback:
+        """The report, as sent now (what it covers starts over)."""
+        hold = int((now - self.last_arrival) * 1e6)
+        # rx_time is the last counted arrival: rx_bytes over the time between two reports'
+        # rx_times is then exactly what arrived in between, with no report-timing jitter
+        fb = wire.Feedback(link_id, self.packets, self.bytes, self.last_ts, max(0, hold),
+                           int(self.last_arrival * 1e6), self.owd_min or 0,
+                           max(0, self.highest_counter))
+        self.pending = False
+        self.owd_min = None
+        self.last_sent = now
+        return fb
+
+
 class Link:
     """Observed state of one link at one end: what we sent, what we heard, what we estimate."""
 
@@ -91,15 +151,7 @@ class Link:
         self.warm_until = -1.0  # the bond keeps the new link busy with padding until then
         self.tx_clock = now  # pacing: when the link is free to take its next packet
         self.queued_bytes = 0  # bytes waiting in the tunnel for this link
-        # receiving side (what we report in feedback)
-        self.rx_packets = 0
-        self.rx_bytes = 0
-        self.rx_last_ts = 0
-        self.rx_last_arrival = 0.0
-        self.rx_owd_min: int | None = None
-        self.rx_highest_counter = -1
-        self.rx_pending_feedback = False
-        self.last_feedback_tx = -1.0
+        self.report = ReceiveReport()  # receiving side: what we heard, what we report
         self.last_heard_report_tx = -1.0
         self.head_cover = 0  # peer's head seq carried by the latest datagram on this link
         self.head_known = False
@@ -117,8 +169,6 @@ class Link:
         self._fb_rx_last: int | None = None  # rx_bytes of the last receiver report
         self._rx_credited = 0  # our tx_bytes its reports have accounted for
         self._rx_reported = 0  # their byte count as the estimator sees it (capped increases)
-        self.rx_owd_avg: float | None = None  # receive side: smoothed one-way delay (us)
-        self.rx_owd_dev = 0.0
         # cached for the scheduler, refreshed on each feedback
         self.pace_rate = INITIAL_RATE * STARTUP_GAIN
         self.path_delay = 0.05
@@ -390,31 +440,11 @@ class Link:
 
     # ------------------------------------------------------------ receive side bookkeeping
 
-    def on_rx(self, now: float, now_us: int, size: int, ts: int, counter: int,
-              wants_feedback: bool) -> None:
-        self.rx_packets += 1
-        self.rx_bytes += size
-        self.rx_last_ts = ts
-        self.rx_last_arrival = now
-        owd = seq_diff(now_us, ts)
-        if self.rx_owd_min is None or owd < self.rx_owd_min:
-            self.rx_owd_min = owd
-        if self.rx_owd_avg is None:
-            self.rx_owd_avg = float(owd)
-        else:
-            err = owd - self.rx_owd_avg
-            self.rx_owd_avg += err / 16
-            self.rx_owd_dev += (abs(err) - self.rx_owd_dev) / 8
-        if counter > self.rx_highest_counter:
-            self.rx_highest_counter = counter
-        if wants_feedback:
-            self.rx_pending_feedback = True
-
     def on_peer_restart(self) -> None:
         """The peer's view of our links starts over: its reports tell the truth again."""
         self.tx_health = Health.UP
 
     def on_new_session(self) -> None:
         """AEAD counters restart with a new session: restart counter-based loss accounting."""
-        self.rx_highest_counter = -1
+        self.report.highest_counter = -1
         self._loss_base = None

@@ -135,7 +135,7 @@ class ClientDaemon(DaemonBase):
         today = date.today()
         events = []
         for link in self.core.peer.bond.links:
-            total = link.tx_bytes + link.rx_bytes
+            total = link.tx_bytes + link.report.bytes
             seen = self._cap_seen.get(link.id, 0)
             self._cap_seen[link.id] = total
             events += self.caps.account(link.name, total - seen, today)
