@@ -396,7 +396,7 @@ def test_every_estimator_mode_and_event_pair():
     }
     for (mode, event), after in expected.items():
         est = RateEstimator(0.0)
-        est.mode = mode
+        est._set_mode(mode)
         est._to(event)
         assert est.mode is after, (mode, event)
         assert est.startup == (after is not Mode.CYCLE)

@@ -35,23 +35,21 @@ def test_nacks_are_rate_limited_and_the_bucket_refills():
 def test_a_nacked_packet_is_resent_once_and_only_while_fresh():
     rec = _recovery()
     _sent(rec, 0, range(10))
-    rec.new_datagram()
-    items = rec.on_nack(wire.Nack(0, (3, 4, 99)), 0.5)  # 99 was never sent
+    items = rec.on_nack(wire.Nack(0, (3, 4, 99)), 0.5, (0, 1))  # 99 was never sent
     assert [(flow, fseq, seq, packet, unordered) for flow, fseq, seq, packet, unordered in items] == [
         (1, 3, 103, b"p3", True), (1, 4, 104, b"p4", True)]
-    assert rec.on_nack(wire.Nack(0, (3,)), 0.5) == []  # resent already
-    assert rec.on_nack(wire.Nack(0, (5,)), RESEND_AGE + 0.1) == []  # too old to be worth it
+    assert rec.on_nack(wire.Nack(0, (3,)), 0.5, (0, 2)) == []  # resent already
+    assert rec.on_nack(wire.Nack(0, (5,)), RESEND_AGE + 0.1, (0, 3)) == []  # too old to be worth it
     assert rec.stats["nacks_received"] == 3
 
 
 def test_one_datagram_of_nacks_is_honoured_up_to_nack_max_counters():
     rec = _recovery()
     _sent(rec, 0, range(200))
-    rec.new_datagram()
-    taken = [rec.on_nack(wire.Nack(0, tuple(range(k * 32, k * 32 + 32))), 0.1) for k in range(5)]
+    taken = [rec.on_nack(wire.Nack(0, tuple(range(k * 32, k * 32 + 32))), 0.1, (1, 7))
+             for k in range(5)]  # five frames in one datagram
     assert sum(len(t) for t in taken) == wire.NACK_MAX
-    rec.new_datagram()
-    assert len(rec.on_nack(wire.Nack(0, (180,)), 0.1)) == 1
+    assert len(rec.on_nack(wire.Nack(0, (180,)), 0.1, (1, 8))) == 1  # the next datagram
 
 
 def test_a_failed_link_leaves_what_the_peer_has_not_acknowledged():
@@ -61,7 +59,7 @@ def test_a_failed_link_leaves_what_the_peer_has_not_acknowledged():
     assert [item[2] for item in rec.history.take_unacknowledged(1, 0.2)] == [115, 116, 117, 118, 119]
     assert rec.history.take_unacknowledged(1, 0.2) == []  # taken once
     rec.history.forget()  # new keys: counters start over
-    assert rec.on_nack(wire.Nack(1, (3,)), 0.2) == []
+    assert rec.on_nack(wire.Nack(1, (3,)), 0.2, (0, 9)) == []
 
 
 def test_a_nack_holds_gaps_for_a_round_trip_of_its_links():

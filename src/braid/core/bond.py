@@ -492,7 +492,6 @@ class Bond:
         wants = any(isinstance(f, wire.Data | wire.Probe | wire.Pad) for f in frames)
         if frames and isinstance(frames[-1], wire.Data | wire.Pad):
             self._last_data = now  # data or padding arrived: the tunnel is busy
-        self.recovery.new_datagram()
         link.report.on_datagram(now_us / 1e6, now_us, size, ts, counter, wants)
         for frame in frames:
             if isinstance(frame, wire.Data):
@@ -502,7 +501,7 @@ class Bond:
             elif isinstance(frame, wire.Probe):
                 self._cover(link, frame.head)
             elif isinstance(frame, wire.Nack):
-                self._on_nack(frame, now)
+                self._on_nack(frame, now, (link.id, counter))
             elif isinstance(frame, wire.Heard):
                 self._on_heard_report(frame, ts, now)
             elif isinstance(frame, wire.Challenge):  # answered at once, on the same link
@@ -553,7 +552,10 @@ class Bond:
         self._history.acknowledge(fb.link, fb.highest_counter)
 
     def _detect_gap(self, link: Link, counter: int, now: float) -> None:
-        nack = self.recovery.on_gap(link.id, link.report.highest_counter, counter, now)
+        highest = link.report.highest_counter
+        if highest < 0 or counter <= highest + 1:
+            return  # no gap (every datagram passes here: the call below is for gaps only)
+        nack = self.recovery.on_gap(link.id, highest, counter, now)
         if nack is None:
             return
         targets = nack_targets(self.links, link)
@@ -565,9 +567,9 @@ class Bond:
         self.recovery.hold_for(max((lk.srtt for lk in targets if lk.srtt is not None),
                                    default=UNKNOWN_RTT), now)
 
-    def _on_nack(self, nack: wire.Nack, now: float) -> None:
+    def _on_nack(self, nack: wire.Nack, now: float, datagram: tuple[int, int]) -> None:
         """Resend what a NACK names, if it was sent and not resent yet."""
-        items = self.recovery.on_nack(nack, now)
+        items = self.recovery.on_nack(nack, now, datagram)
         if items:
             self._resend(items, now)
 

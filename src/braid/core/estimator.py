@@ -119,6 +119,9 @@ class RateEstimator:
         self._overdrive_first_end = -1.0  # send time ending the span of the first sign
         self.recent_rate = 0.0
         self.mode = Mode.FIRST_STARTUP
+        self.startup = True
+        self.proven = False
+        self._set_mode(Mode.FIRST_STARTUP)
         self._cycle_max_queue = 0.0
         self._cycle_max_rate = 0.0  # delivery samples in this probe cycle
         self._cycle_capacity = initial_rate  # the estimate as the cycle began
@@ -360,19 +363,17 @@ class RateEstimator:
 
     def _to(self, event: str) -> None:
         before = self.mode
-        self.mode = TRANSITIONS.get((before, event), before)
+        self._set_mode(TRANSITIONS.get((before, event), before))
         if event == "full" and before is not Mode.CYCLE:
             self._cycle_max_rate = 0.0  # what startup delivered is no probe
             self._cycle_capacity = self.capacity()
 
-    @property
-    def startup(self) -> bool:
-        return self.mode is not Mode.CYCLE
-
-    @property
-    def proven(self) -> bool:
-        """A startup has ended: the estimate was measured, not guessed."""
-        return self.mode is not Mode.FIRST_STARTUP
+    def _set_mode(self, mode: Mode) -> None:
+        """The mode, and the two flags read per packet that follow from it (attributes, not
+        properties: the data path reads them for every datagram)."""
+        self.mode = mode
+        self.startup = mode is not Mode.CYCLE
+        self.proven = mode is not Mode.FIRST_STARTUP  # the estimate was measured, not guessed
 
     def _end_startup(self) -> None:
         self._to("full")

@@ -94,10 +94,7 @@ class Recovery:
         self.hold_until = 0.0  # gaps are not given up before (a NACK's resends may come)
         self._tokens, self._tokens_at = NACK_BURST, now
         self._honoured = 0  # NACKed counters honoured from the datagram being read
-
-    def new_datagram(self) -> None:
-        """A datagram is about to be read: its NACK frames share one NACK_MAX."""
-        self._honoured = 0
+        self._datagram: tuple[int, int] | None = None  # (link id, counter) of that datagram
 
     def on_gap(self, link_id: int, highest: int, counter: int, now: float) -> wire.Nack | None:
         """A datagram with `counter` arrived on a link whose highest so far was `highest`:
@@ -120,9 +117,12 @@ class Recovery:
     def holding(self, now: float) -> bool:
         return now < self.hold_until
 
-    def on_nack(self, nack: wire.Nack, now: float) -> list[Item]:
+    def on_nack(self, nack: wire.Nack, now: float, datagram: tuple[int, int]) -> list[Item]:
         """What a NACK names that was sent and not resent yet: at most NACK_MAX counters per
-        datagram, however many NACK frames it carries."""
+        datagram (`datagram`: the link id and counter of the one it came in), however many
+        NACK frames it carries."""
+        if datagram != self._datagram:
+            self._datagram, self._honoured = datagram, 0
         self.stats["nacks_received"] += 1
         counters = nack.counters[:max(0, wire.NACK_MAX - self._honoured)]
         self._honoured += len(counters)
