@@ -118,10 +118,7 @@ class RateEstimator:
         self._overdrive_streak = 0
         self._overdrive_first_end = -1.0  # send time ending the span of the first sign
         self.recent_rate = 0.0
-        self.mode = Mode.FIRST_STARTUP
-        self.startup = True
-        self.proven = False
-        self._set_mode(Mode.FIRST_STARTUP)
+        self._set_mode(Mode.FIRST_STARTUP)  # mode, startup, proven
         self._cycle_max_queue = 0.0
         self._cycle_max_rate = 0.0  # delivery samples in this probe cycle
         self._cycle_capacity = initial_rate  # the estimate as the cycle began
@@ -232,8 +229,7 @@ class RateEstimator:
         send times): comparing windows one round trip apart misread a satellite's bursts,
         600 ms away behind a 300 ms queue, as a link at half its rate, and cut it."""
         hist, sent_at = self._hist, self._hist_sent
-        t1, b1 = hist[-1]
-        s1 = sent_at[-1]
+        t1, s1 = hist[-1][0], sent_at[-1]
         if s1 is None:
             return
         first = None
@@ -243,18 +239,18 @@ class RateEstimator:
                 break
         if first is None:
             return
-        (t0, b0), s0 = hist[first], sent_at[first]
-        if s0 is None or s0 < self._overdrive_from or s1 - s0 <= 0:
+        s0 = sent_at[first]
+        if s0 is None or s0 < self._overdrive_from:
             return
-        start, end = self._sent_by(s0), self._sent_by(s1)
-        if start is None or end is None or end - start < OVERDRIVE_MIN_BYTES:
+        span = self._span(first)
+        if span is None:
             return
-        rx_span = _rx_span(t1, t0)
+        delivered, sent, sent_bytes, rx_span = span
+        if sent_bytes < OVERDRIVE_MIN_BYTES:
+            return
         reports = len(hist) - 1 - first
         if reports < rx_span / DENSE_REPORTS:
             return  # reports were sparse: the link idled in the window, nothing to judge
-        sent = (end - start) * 8 / (s1 - s0)
-        delivered = _bits(b1, b0) / rx_span
         if not (sent > OVERDRIVE_RATIO * delivered and delivered < self.capacity()):
             self._overdrive_streak = 0
             return
@@ -277,25 +273,36 @@ class RateEstimator:
         """The delivery rate of the datagrams sent since `since`, if they arrived more slowly
         than they were sent (by BRAKE_EXCESS) over at least BRAKE_SPAN of receiver time;
         else None (too few to judge, or delivered as fast as sent)."""
-        hist, sent_at = self._hist, self._hist_sent
-        s1 = sent_at[-1] if sent_at else None
-        if s1 is None:
-            return None
-        t1, b1 = hist[-1]
-        for k in range(len(hist) - 1):
+        sent_at = self._hist_sent
+        for k in range(len(sent_at) - 1):
             s0 = sent_at[k]
             if s0 is None or s0 < since:
                 continue
-            t0, b0 = hist[k]
-            rx_span = _rx_span(t1, t0)
-            start, end = self._sent_by(s0), self._sent_by(s1)
-            if (rx_span < BRAKE_SPAN or s1 - s0 <= 0 or start is None or end is None
-                    or end - start < OVERDRIVE_MIN_BYTES // 2):
+            span = self._span(k)
+            if span is None:
                 return None
-            delivered = _bits(b1, b0) / rx_span
-            sent = (end - start) * 8 / (s1 - s0)
+            delivered, sent, sent_bytes, rx_span = span
+            if rx_span < BRAKE_SPAN or sent_bytes < OVERDRIVE_MIN_BYTES // 2:
+                return None
             return delivered if sent > BRAKE_EXCESS * delivered else None
         return None
+
+    def _span(self, k: int) -> tuple[float, float, int, float] | None:
+        """What the receiver got between report `k` and the latest, against what we sent of
+        those very datagrams (by the send times the two reports echo): (delivered bit/s,
+        sent bit/s, bytes sent, receiver seconds); None where a send time is not known."""
+        hist, sent_at = self._hist, self._hist_sent
+        s0, s1 = sent_at[k], sent_at[-1]
+        if s0 is None or s1 is None or s1 - s0 <= 0:
+            return None
+        start, end = self._sent_by(s0), self._sent_by(s1)
+        if start is None or end is None:
+            return None
+        (t0, b0), (t1, b1) = hist[k], hist[-1]
+        rx_span = _rx_span(t1, t0)
+        if rx_span <= 0:
+            return None
+        return _bits(b1, b0) / rx_span, (end - start) * 8 / (s1 - s0), end - start, rx_span
 
     def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
         """`queue`: standing queue from one-way delays; `data_idle`: no data was sent on the

@@ -23,7 +23,7 @@ def fseq_diff(a: int, b: int) -> int:
 
 
 # bytes held behind gaps at most (what an authenticated peer can pin). The working limit
-# follows what really arrives (`Receiver.resize`): twice the highest receive rate of the last
+# follows what really arrives (`Receiver._resize`): twice the highest receive rate of the last
 # 10 s times the longest a gap may hold a flow, between these two bounds
 MAX_HELD_BYTES = 16 << 20
 MIN_HELD_BYTES = 1 << 20
