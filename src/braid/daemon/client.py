@@ -91,7 +91,6 @@ class ClientDaemon(DaemonBase):
             self.uplinks = Uplinks([(self._ids[s.name], s.name, s.bind, s.sockets) for s in cfg.links],
                                    remotes, cfg.fwmark if cfg.routes else None,
                                    self._register, self._unregister)
-            self._remote_keys = self.uplinks.remote_keys()
             self.opened(self.uplinks.close)
             self.uplinks.open_all()
             self.tun, netsetup = bring_up_tun(cfg.tun, self.mtu, cfg.addresses)
@@ -205,11 +204,10 @@ class ClientDaemon(DaemonBase):
             log.warning("gateway endpoint: cannot resolve again (%s)", "; ".join(errors))
             return
         if not self._outer_v6 and any(family == socket.AF_INET6 for family, _ in remotes):
-            kept = [r for r in remotes if r[0] != socket.AF_INET6]
             log.warning("gateway endpoint %s now resolves to IPv6 addresses too: used at a "
                         "restart (the TUN's MTU has no room for IPv6 headers)",
                         self._endpoints_text())
-            remotes = kept
+            remotes = [r for r in remotes if r[0] != socket.AF_INET6]
             if not remotes:
                 return
         old = self.uplinks.remotes
@@ -217,7 +215,6 @@ class ClientDaemon(DaemonBase):
             log.info("gateway endpoint %s moved: %s -> %s", self._endpoints_text(),
                      ", ".join(addr[0] for _, addr in old), ", ".join(addr[0] for _, addr in remotes))
             self.uplinks.set_remotes(remotes)
-            self._remote_keys = self.uplinks.remote_keys()
 
     def _set_up_routing(self) -> None:
         cfg = self.cfg
@@ -308,7 +305,7 @@ class ClientDaemon(DaemonBase):
             udp, dst = 40, packet[24:40]
         else:
             return False
-        if (dst, int.from_bytes(packet[udp + 2 : udp + 4])) not in self._remote_keys:
+        if (dst, int.from_bytes(packet[udp + 2 : udp + 4])) not in self.uplinks.remote_keys:
             return False
         link_id = self.uplinks.link_of_port(int.from_bytes(packet[udp : udp + 2]))
         if link_id is None:

@@ -83,7 +83,8 @@ class Uplinks:
         """`links`: (link id, name, bind, sockets) each; `remotes`: the gateway's addresses,
         in order of preference; `register(sock, link_id)` adds a socket to the event loop,
         `unregister(sock)` removes it."""
-        self.remotes, self.fwmark = list(remotes), fwmark
+        self.fwmark = fwmark
+        self._set_remotes(remotes)
         self._register, self._unregister = register, unregister
         self.links: dict[int, Uplink] = {i: Uplink(i, name, bind, count)
                                          for i, name, bind, count in links}
@@ -224,15 +225,17 @@ class Uplinks:
     def set_remotes(self, remotes: list[Remote]) -> None:
         """The gateway's addresses changed (a name resolves elsewhere now): a link connected
         to an address no longer among them is connected again, to one that is."""
-        self.remotes = list(remotes)
+        self._set_remotes(remotes)
         for up in self.links.values():
             if up.sockets and up.remote not in self.remotes:
                 self._close(up)
                 self._open(up)
 
-    def remote_keys(self) -> set[tuple[bytes, int]]:
-        """(packed address, port) of every gateway address (to recognise our own datagrams)."""
-        return {(socket.inet_pton(family, addr[0]), addr[1]) for family, addr in self.remotes}
+    def _set_remotes(self, remotes: list[Remote]) -> None:
+        self.remotes = list(remotes)
+        # (packed address, port) of every gateway address: to recognise our own datagrams
+        self.remote_keys = {(socket.inet_pton(family, addr[0]), addr[1])
+                            for family, addr in self.remotes}
 
     def link_of_port(self, port: int) -> int | None:
         """The link whose socket has this local port, if any."""
