@@ -25,8 +25,9 @@ def _bond_with_history(n: int) -> tuple[Bond, Recorder]:
     for i in range(n):
         bond.on_tun_packet(udp_packet(i, size=200), t)
         t += 0.001
-        if i % 20 == 0:  # the peer keeps talking: the link stays up
-            bond.on_plaintext(0, wire.encode_plaintext(0, [wire.Probe(0)]), 100, counter, t)
+        if i % 20 == 0:  # the peer keeps talking and answering (acknowledging nothing): it stays up
+            answer = wire.Feedback(0, i, i * 200, int((t - 0.01) * 1e6), 0, int(t * 1e6), 0, 0)
+            bond.on_plaintext(0, wire.encode_plaintext(0, [answer, wire.Probe(0)]), 100, counter, t)
             counter += 1
         bond.on_timer(t)
     return bond, rec

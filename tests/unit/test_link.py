@@ -22,7 +22,7 @@ def test_new_link_is_suspect_until_heard_enough():
 def test_unanswered_data_makes_a_link_suspect_within_its_response_timeout():
     link = _up_link()
     link.on_heard(0.99)
-    link.on_sent_expecting_answer(1.0)
+    link.on_sent_expecting_answer(1.0, data=True)
     timeout = link.response_timeout()
     assert link.check_silence(1.0 + timeout - 0.001) is None
     assert link.check_silence(1.0 + timeout) is Health.SUSPECT
@@ -33,14 +33,43 @@ def test_idle_link_is_not_suspected_while_probes_are_answered():
     link = _up_link()
     for k in range(1, 20):
         t = k * 0.1
-        link.on_sent_expecting_answer(t)
+        link.on_sent_expecting_answer(t, data=True)
         link.on_heard(t + 0.02)
+        assert link.on_answered(t + 0.02) is None
         assert link.check_silence(t + 0.05) is None
+        assert link.check_answer(t + 0.5) is None
+
+
+def test_a_dead_send_direction_is_suspect_when_only_the_other_way_still_speaks():
+    link = _up_link()
+    link.on_sent_expecting_answer(1.0, data=True)
+    timeout = link.response_timeout()
+    for k in range(1, 40):  # the peer's datagrams keep coming: the receive direction is fine
+        link.on_heard(1.0 + k * 0.01)
+    assert link.answer_deadline() == 1.0 + timeout
+    assert link.check_silence(1.0 + timeout) is None
+    assert link.check_answer(1.0 + timeout - 0.001) is None
+    assert link.check_answer(1.0 + timeout) is Health.SUSPECT
+    assert link.health is Health.UP and not link.usable
+    assert link.answer_deadline() == float("inf")  # nothing more to do: no busy timer
+    # the peer's HEARD report still covers what it heard before the cut: it does not readmit
+    assert link.on_peer_report(1.0 + timeout + 0.01, heard=True) is None
+    # a receiver report about the link (what was sent arrives again) does
+    assert link.on_answered(1.5) is Health.UP and link.usable
+
+
+def test_nothing_heard_and_nothing_answered_suspects_the_receive_direction():
+    link = _up_link()
+    link.on_sent_expecting_answer(1.0, data=True)
+    timeout = link.response_timeout()
+    assert link.answer_deadline() == float("inf")
+    assert link.check_silence(1.0 + timeout) is Health.SUSPECT
+    assert link.tx_health is Health.UP
 
 
 def test_suspect_goes_down_after_long_silence_and_returns_after_good_probes():
     link = _up_link()
-    link.on_sent_expecting_answer(1.0)
+    link.on_sent_expecting_answer(1.0, data=True)
     assert link.check_silence(1.5) is Health.SUSPECT
     assert link.check_silence(1.5 + DOWN_AFTER) is Health.DOWN
     assert link.on_heard(5.0) is None

@@ -43,7 +43,7 @@ def test_split_follows_rates_under_load():
 
 def test_suspect_links_are_skipped():
     a, b = _link("a", 0, 10e6, 0.001), _link("b", 1, 10e6, 0.05)
-    a.on_sent_expecting_answer(1.0)
+    a.on_sent_expecting_answer(1.0, data=True)
     a.check_silence(5.0)
     assert not a.usable
     assert EarliestArrival().pick([a, b], 1500, 5.0) is b

@@ -186,7 +186,7 @@ def cmd_site(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from braid.lab.site import run_site
+    from braid.lab.site import OneWay, run_site
 
     try:
         _need_root("site")
@@ -208,5 +208,11 @@ def cmd_site(args: argparse.Namespace) -> int:
     out.print(f"LAN -> server {result['goodput_up_mbit']} Mbit/s, server -> LAN "
               f"{result['goodput_down_mbit']} Mbit/s over {result['links_mbit']}; the server sees "
               f"{result['server_sees']}")
-    out.print(f"upload per second, the 4G's upstream cut at ~3 s: {result['oneway_upload_mbit']}")
+    ow = result["oneway"]
+    back = "never" if ow["back_after"] is None else f"{ow['back_after'] * 1000:.0f} ms"
+    out.print(f"the 4G's upstream dies during an upload: {ow['before_mbit']} Mbit/s before, back to "
+              f"{OneWay.RECOVERED} of the fibre alone ({ow['fibre_alone_mbit']} Mbit/s, "
+              f"{OneWay.WINDOW} s mean) after {back}; the 4G meanwhile: {ow['lte_during']}")
+    out.print("Mbit/s per 0.1 s from the cut: " + " ".join(
+        f"{m:g}" for t, m in ow["series"] if -0.5 < t <= 2.0))
     return 0

@@ -394,7 +394,7 @@ class Bond:
         pad = wire.encode_frame(wire.Pad(room - len(control) - 1))
         plaintext = _stamp(now) + control + pad
         if self._send(link, plaintext, now, data=True) >= 0:
-            link.on_sent_expecting_answer(now)
+            link.on_sent_expecting_answer(now, data=True)
         self.stats["warmup_datagrams"] += 1
         return self.wire_size(len(plaintext))
 
@@ -409,7 +409,7 @@ class Bond:
         counter = self._send(link, plaintext, now, data=True)
         if counter < 0:
             return
-        link.on_sent_expecting_answer(now)
+        link.on_sent_expecting_answer(now, data=True)
         self._history.record(link.id, counter, now, flow, fseq, seq, packet)
 
     def _duplicate(self, first: Link, flow: int, fseq: int, seq: int, payload: bytes, size: int,
@@ -549,6 +549,8 @@ class Bond:
             return
         link.on_feedback(now, now_us, fb.echo_ts, fb.echo_hold_us, fb.rx_time_us, fb.rx_bytes,
                          fb.rx_packets, fb.owd_min_us, fb.highest_counter)
+        if link.on_answered(now) is not None:
+            self.events.append(LinkStateChanged(link.name, Health.UP, "tx", "what it sent is answered"))
         self._history.acknowledge(fb.link, fb.highest_counter)
 
     def _detect_gap(self, link: Link, counter: int, now: float) -> None:
@@ -635,6 +637,12 @@ class Bond:
                 self.events.append(LinkStateChanged(link.name, changed, "rx", cause))
                 if changed is Health.SUSPECT and link.tx_health is Health.UP:
                     self._failover(link, now)
+            if link.check_answer(now) is not None:
+                waited = (now - (link.data_unanswered_since or now)) * 1000
+                cause = f"nothing it sent was answered for {waited:.0f} ms"
+                self.events.append(LinkStateChanged(link.name, Health.SUSPECT, "tx", cause))
+                if link.health is Health.UP:
+                    self._failover(link, now)
             self._keepalive(link, now, idle)
         self._release(now)
 
@@ -657,7 +665,7 @@ class Bond:
             self._send_control(link, frames, now)
             link.last_tx = now  # even if it could not leave: the next try is an interval away
             if not slow:
-                link.on_sent_expecting_answer(now)
+                link.on_sent_expecting_answer(now, data=False)
         elif not quiet_answers and link.report.due(now):
             self._send_control(link, self._control_for(link, now, 1 << 16), now)
 
@@ -702,7 +710,7 @@ class Bond:
     def _set_standby(self, link: Link, standby: bool, now: float) -> None:
         link.standby = standby
         link.quiet_from = now
-        link.awaiting_since = None
+        link.awaiting_since = link.data_unanswered_since = None
         if standby:
             cause = "a primary link is usable"
         else:
@@ -722,7 +730,7 @@ class Bond:
             if link.report.pending and not (link.standby or (
                     idle and self._now > self._last_data + IDLE_AFTER + IDLE_GRACE)):
                 deadline = min(deadline, link.report.last_sent + FEEDBACK_INTERVAL)
-            deadline = min(deadline, link.silence_deadline(self._now))
+            deadline = min(deadline, link.silence_deadline(self._now), link.answer_deadline())
         if self.rx.reorder.held:
             held_deadline = self.rx.next_deadline(self.reorder_timeout())
             if held_deadline is not None:

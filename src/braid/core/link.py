@@ -70,7 +70,7 @@ class ReceiveReport:
     since the last report, the highest AEAD counter (loss and recovery read it), and a
     smoothed one-way delay with its deviation (the reorder deadline reads them)."""
 
-    __slots__ = ("bytes", "highest_counter", "last_arrival", "last_sent", "last_ts", "owd_avg",
+    __slots__ = ("bytes", "highest_counter", "last_arrival", "last_gap", "last_sent", "last_ts", "owd_avg",
                  "owd_dev", "owd_min", "packets", "pending")
 
     def __init__(self) -> None:
@@ -80,6 +80,7 @@ class ReceiveReport:
         self.last_arrival = 0.0
         self.owd_min: int | None = None  # us, since the last report
         self.highest_counter = -1
+        self.last_gap = -1.0  # when a datagram last arrived past a counter gap (loss, or reorder)
         self.pending = False  # data or a probe arrived that a report must answer
         self.last_sent = -1.0  # when the last report went out
         self.owd_avg: float | None = None  # us
@@ -101,6 +102,8 @@ class ReceiveReport:
             self.owd_avg += err / 16
             self.owd_dev += (abs(err) - self.owd_dev) / 8
         if counter > self.highest_counter:
+            if counter > self.highest_counter + 1 >= 1:
+                self.last_gap = now
             self.highest_counter = counter
         if wants_feedback:
             self.pending = True
@@ -142,7 +145,13 @@ class Link:
         self.ever_up = False  # its receive health has been up: the HEARD report vouches for it
         self.last_heard = -1.0
         self.silent_since = now
-        self.awaiting_since: float | None = None  # first data/probe sent since last heard
+        # first data/probe/padding sent on it since the peer's last receiver report about it:
+        # only such a report answers what was sent (the link's other direction may still bring
+        # datagrams when this one is dead)
+        self.awaiting_since: float | None = None
+        # ... the first data or padding: a peer answers those at once, while one that thinks
+        # the tunnel idle answers probes only with its own (core/bond.py _keepalive)
+        self.data_unanswered_since: float | None = None
         # sending side
         self.tx_packets = 0
         self.tx_bytes = 0
@@ -221,12 +230,9 @@ class Link:
         """The peer's HEARD report on this link's direction toward it (one it has heard
         this session). Returns the new send-direction health if it changed."""
         if heard:
-            if self.tx_health is Health.UP:
-                return None
-            self.tx_health = Health.UP
-            self.tx_clock = now
-            self.est.on_readmitted(now)
-            return self.tx_health
+            if self.tx_health is Health.UP or self.answer_overdue(now):
+                return None  # (heard lately is a window: what was sent since went unanswered)
+            return self._tx_up(now)
         if self.tx_health is Health.UP:
             self.tx_health = Health.SUSPECT
             self.tx_silent_since = now
@@ -244,14 +250,53 @@ class Link:
         queue = self.queue_delay() or 0.0
         return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
 
-    def on_sent_expecting_answer(self, now: float) -> None:
+    def _tx_up(self, now: float) -> Health:
+        self.tx_health = Health.UP
+        self.tx_clock = now
+        self.est.on_readmitted(now)
+        return self.tx_health
+
+    def on_sent_expecting_answer(self, now: float, data: bool) -> None:
+        """Data, padding (`data`) or a probe left on this link: the peer owes a report on it."""
         if self.awaiting_since is None:
             self.awaiting_since = now
+        if data and self.data_unanswered_since is None:
+            self.data_unanswered_since = now
+
+    def answer_overdue(self, now: float) -> bool:
+        since = self.data_unanswered_since
+        return since is not None and now >= since + self.response_timeout()
+
+    def on_answered(self, now: float) -> Health | None:
+        """A receiver report about this link arrived: the peer hears what was sent on it.
+        Returns the new send-direction health if it changed."""
+        self.awaiting_since = self.data_unanswered_since = None
+        return None if self.tx_health is Health.UP else self._tx_up(now)
+
+    def check_answer(self, now: float) -> Health | None:
+        """The send direction is suspect when data sent on it went unanswered for the
+        response timeout while the link still brought datagrams the other way (with nothing
+        heard at all, check_silence suspects the receive direction instead)."""
+        if now < self.answer_deadline():
+            return None
+        self.tx_health = Health.SUSPECT
+        self.tx_silent_since = now
+        return self.tx_health
+
+    def answer_deadline(self) -> float:
+        """When check_answer next has something to do (inf if nothing is awaited). Answers
+        travel the way back: once that loses datagrams (a counter gap; a full queue drops
+        bursts), missing answers prove nothing about this direction, and only the peer's
+        HEARD reports, which travel on every link, tell it."""
+        since = self.data_unanswered_since
+        if (since is None or self.tx_health is not Health.UP or self.last_heard < since
+                or self.report.last_gap >= since):
+            return float("inf")
+        return since + self.response_timeout()
 
     def on_heard(self, now: float) -> Health | None:
         """Any authenticated datagram arrived on this link. Returns the new health if it changed."""
         self.last_heard = now
-        self.awaiting_since = None
         self.heard_in_row += 1
         if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
             self._fire(HealthEvent.HEARD_ENOUGH)
@@ -280,7 +325,8 @@ class Link:
         if self.health is Health.UP:
             quiet_since = max(quiet_since, self.quiet_from)
             deadline = quiet_since + max(IDLE_SILENCE, 3 * self.peer_interval + SILENCE_MARGIN)
-            if self.awaiting_since is not None:
+            if self.awaiting_since is not None and self.last_heard < self.awaiting_since:
+                # unanswered and nothing heard since: the way back is the suspect
                 deadline = min(deadline, self.awaiting_since + self.response_timeout())
             return deadline
         if self.health is Health.SUSPECT:
@@ -441,8 +487,10 @@ class Link:
     # ------------------------------------------------------------ receive side bookkeeping
 
     def on_peer_restart(self) -> None:
-        """The peer's view of our links starts over: its reports tell the truth again."""
+        """The peer's view of our links starts over: its reports tell the truth again (and
+        what was sent to the peer it replaced will never be answered)."""
         self.tx_health = Health.UP
+        self.awaiting_since = self.data_unanswered_since = None
 
     def on_new_session(self) -> None:
         """AEAD counters restart with a new session: restart counter-based loss accounting."""

@@ -273,12 +273,14 @@ bind = "wan2"
         time.sleep(down_for)
         self._wan("wan1", "isp1", "100.64.1.2/24", "100.64.1.1/24")
 
-    def cut_upstream(self, wan: str) -> None:
-        """What the site sends on this uplink is lost; what comes back still arrives."""
+    def cut_upstream(self, wan: str, both: bool = False) -> None:
+        """What the site sends on this uplink is lost; what comes back still arrives (unless
+        `both`: the uplink is dead both ways)."""
         isp = "isp1" if wan == "wan1" else "cgnat"
+        rule = '  iifname "s0" drop\n' + ('  oifname "s0" drop\n' if both else "")
         subprocess.run(self.ns.cmd(isp, ["nft", "-f", "-"]), check=True, text=True, input=(
             "table inet oneway {\n chain oneway_drop {\n  type filter hook forward priority 0;\n"
-            '  iifname "s0" drop\n }\n}\n'))
+            + rule + " }\n}\n"))
 
     def heal_upstream(self, wan: str) -> None:
         isp = "isp1" if wan == "wan1" else "cgnat"
@@ -316,20 +318,102 @@ def run_site(workdir: Path, progress: Callable[[str], None] = lambda s: None) ->
             wait_for(lambda: lab.links_up({"fibre", "lte"}), 15, "both links up")
         result["outages"] = [o.__dict__ for o in outages]
         progress("one-way failure: the 4G's upstream dies during an upload")
-        result["oneway_upload_mbit"] = _oneway(lab)
+        result["oneway"] = oneway_failure(lab).__dict__
         return result
     finally:
         lab.close()
 
 
-def _oneway(lab: SiteLab) -> list[float]:
+@dataclass
+class OneWay:
+    """An upload while the 4G's upstream dies alone, against the fibre alone."""
+
+    fibre_alone_mbit: float  # one flow's goodput with the 4G dead both ways
+    before_mbit: float  # goodput over both links, the second before the cut
+    series: list[tuple[float, float]]  # (seconds from the cut to an interval's end, Mbit/s)
+    back_after: float | None  # seconds from the cut until goodput is back to RECOVERED x fibre
+    lte_during: dict[str, str]  # the 4G's state per direction (braid status) 1.5 s after the cut
+
+    RECOVERED = 0.8
+    WINDOW = 0.5  # goodput is judged over this long (one 0.1 s interval is one TCP burst)
+
+    @classmethod
+    def judge(cls, fibre: float, series: list[tuple[float, float]], during: dict[str, str]
+              ) -> OneWay:
+        before = [m for t, m in series if -1.0 < t <= 0.0]
+        after = [(t, m) for t, m in series if t >= INTERVAL]  # intervals wholly after the cut
+        n = round(cls.WINDOW / INTERVAL)
+        back = None
+        for i in range(len(after) - n + 1):
+            if statistics.mean(m for _, m in after[i:i + n]) >= cls.RECOVERED * fibre:
+                back = round(after[i + n - 1][0], 2)  # the end of the first window back
+                break
+        return cls(round(fibre, 1), round(statistics.mean(before or [0.0]), 1),
+                   [(round(t, 2), round(m, 1)) for t, m in series], back, during)
+
+
+INTERVAL = 0.1  # iperf3's shortest report interval
+IPERF_LINE = re.compile(r"\]\s+(\d+\.\d+)-(\d+\.\d+)\s+sec.*?([\d.]+) ([KMG])bits/sec")
+
+
+def timed_upload(lab: SiteLab, seconds: float, event_at: float, event: Callable[[], None]
+                 ) -> list[tuple[float, float]]:
+    """One TCP flow LAN host -> server, its goodput as the server receives it every INTERVAL:
+    (the interval's end in seconds from `event`, which runs `event_at` seconds in, Mbit/s).
+    Each of the server's lines is stamped when iperf3 prints it, on the event's clock."""
     import threading
 
-    per_second: list[float] = []
-    worker = threading.Thread(target=lambda: per_second.extend(lab.iperf(8)))
-    worker.start()
-    time.sleep(3.3)  # the flow runs from ~0.3 s: the cut lands at ~3 s into it
-    lab.cut_upstream("wan2")
-    worker.join(timeout=60)
-    lab.heal_upstream("wan2")
-    return [round(x, 1) for x in per_second]
+    server = lab.ns.popen("server", ["iperf3", "-s", "-1", "-B", SERVER, "-i", str(INTERVAL),
+                                     "--forceflush", "-f", "m"], stdout=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            lines.append((time.monotonic(), line))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.3)
+    client = lab.ns.popen("lan", ["iperf3", "-c", SERVER, "-t", str(seconds), "-C", "cubic"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(event_at)
+    at = time.monotonic()
+    event()  # (it may take a while: the flow goes on meanwhile)
+    client.wait(timeout=seconds + 30)
+    server.wait(timeout=10)
+    reader.join(timeout=10)
+    scale = {"K": 1e-3, "M": 1.0, "G": 1e3}
+    series = []
+    for stamp, line in lines:
+        m = IPERF_LINE.search(line)
+        if m and "sender" not in line and "receiver" not in line:
+            series.append((stamp - at, float(m.group(3)) * scale[m.group(4)]))
+    if len(series) < seconds / INTERVAL / 2:
+        raise LabError(f"iperf3 reported {len(series)} intervals of {seconds / INTERVAL:.0f}")
+    return series
+
+
+def oneway_failure(lab: SiteLab) -> OneWay:
+    """The fibre alone (the 4G dead both ways), then an upload over both during which the
+    4G's upstream dies alone."""
+    lab.cut_upstream("wan2", both=True)
+    try:
+        wait_for(lambda: lab.links().get("lte", {}).get("state") != "up", 10, "the 4G seen dead")
+        fibre = statistics.mean(lab.iperf(5)[1:])
+    finally:
+        lab.heal_upstream("wan2")
+    wait_for(lambda: lab.links_up({"fibre", "lte"}), 15, "both links up")
+    during: dict[str, str] = {}
+
+    def cut() -> None:
+        lab.cut_upstream("wan2")
+        time.sleep(1.5)
+        lte = lab.links().get("lte", {})
+        during.update({k: lte.get(k, "?") for k in ("state", "state_tx", "state_rx")})
+
+    try:
+        series = timed_upload(lab, 7, 3.0, cut)
+    finally:
+        lab.heal_upstream("wan2")
+    return OneWay.judge(fibre, series, during)
