@@ -5,7 +5,7 @@ trip, which a voice frame cannot wait for."""
 
 import pytest
 
-from braid.core import bond as bondmod
+from braid.core import sender as sendermod
 from braid.testing.fakenet import FakeLink, FakeNet
 from tests.helpers import packet_seq, udp_packet
 
@@ -35,7 +35,7 @@ def _call(net: FakeNet, seconds: float, every: float = 0.020) -> tuple[int, list
 @pytest.mark.parametrize("protect", [True, False])
 def test_a_voice_call_over_two_lossy_links(protect, monkeypatch):
     if not protect:
-        monkeypatch.setattr(bondmod, "DUPLICATE_LOSS", 1.0)
+        monkeypatch.setattr(sendermod, "DUPLICATE_LOSS", 1.0)
     links = {"wifi": FakeLink(rate_bps=20e6, delay=BEST_ONE_WAY, loss=0.04),
              "lte": FakeLink(rate_bps=10e6, delay=0.012, jitter=0.002, loss=0.02)}
     net = FakeNet(links, seed=7, warmup=False)

@@ -60,6 +60,6 @@ def test_the_verbose_summary_names_each_link_with_its_rates():
     tput.sample(net.now, link_counters(net.client.peer))
     net.run_until(2.0)
     tput.sample(net.now, link_counters(net.client.peer))
-    line = summary_line(net.client.peer, tput)
+    line = summary_line(net.client.peer, tput, net.now)
     assert line.startswith("gateway: fibre up tx ") and "| lte up tx " in line and "rtt " in line
     assert "\n" not in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from braid.core.session import Peer
@@ -22,45 +23,22 @@ def _addr(addr: tuple) -> str:
     return f"{sockaddr[0]}:{sockaddr[1]}"
 
 
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 2)
-
-
 def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     bond = peer.bond
-    total_tx = sum(link.tx_bytes for link in bond.links) or 1
+    snaps = [link.snapshot(now) for link in bond.links]
+    total_tx = sum(snap.tx_bytes for snap in snaps) or 1
     links = []
-    for link in bond.links:
-        links.append({
-            "name": link.name,
-            "id": link.id,
-            "state": link.state.value,
-            "state_rx": link.health.value,
-            "state_tx": link.tx_health.value,
-            "role": link.role,
-            "standby": link.standby,
-            "rtt_ms": _ms(link.srtt),
-            "rttvar_ms": _ms(link.rttvar if link.srtt is not None else None),
-            "min_rtt_ms": _ms(link.min_rtt.get(link.srtt) if link.srtt is not None else None),
-            "loss": round(link.loss, 4),
-            "capacity_bps": round(link.capacity()),
-            "pacing_bps": round(link.pace_rate),
-            "queue_delay_ms": _ms(link.queue_delay()),
-            "queue_target_ms": _ms(link.queue_target()),
-            "delay_noise_ms": _ms(link.delay_noise),
-            "delivery_bps": round(link.recent_rate),
-            "startup": link.startup,
-            "estimator": link.est.mode.value,
-            "cuts": {"overdriven": link.est.overdriven, "braked": link.est.braked},
-            "reserved": link.reserved,
-            "warming": link.warming(now),
-            "share": round(link.tx_bytes / total_tx, 3),
-            "tx_packets": link.tx_packets, "tx_bytes": link.tx_bytes,
-            "rx_packets": link.report.packets, "rx_bytes": link.report.bytes,
-            "addresses": [_addr(a) for a in peer.sources.addresses(link.id)],
-            "tx_throughput": tput.rates(f"{peer.name}/{link.name}/tx"),
-            "rx_throughput": tput.rates(f"{peer.name}/{link.name}/rx"),
+    for snap in snaps:
+        view = dataclasses.asdict(snap)
+        view["cuts"] = {"overdriven": view.pop("overdriven"), "braked": view.pop("braked")}
+        key = f"{peer.name}/{snap.name}"
+        view.update({
+            "share": round(snap.tx_bytes / total_tx, 3),
+            "addresses": [_addr(a) for a in peer.sources.addresses(snap.id)],
+            "tx_throughput": tput.rates(f"{key}/tx"),
+            "rx_throughput": tput.rates(f"{key}/rx"),
         })
+        links.append(view)
     counters = dict(bond.stats)
     counters.update({
         "rx_datagrams": peer.stats.rx_datagrams, "tx_datagrams": peer.stats.tx_datagrams,
@@ -74,16 +52,16 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     return {"peer": peer.name, "established": peer.established, "links": links, "counters": counters}
 
 
-def summary_line(peer: Peer, tput: Throughput) -> str:
+def summary_line(peer: Peer, tput: Throughput, now: float) -> str:
     """One line per peer for `-v`: each link's state, rates this second, RTT and loss."""
     parts = []
-    for link in peer.bond.links:
-        tx = tput.rates(f"{peer.name}/{link.name}/tx")["current_bps"] / 1e6
-        rx = tput.rates(f"{peer.name}/{link.name}/rx")["current_bps"] / 1e6
-        rtt = "-" if link.srtt is None else f"{link.srtt * 1000:.0f}ms"
-        mode = " standby" if link.standby else ""
-        parts.append(f"{link.name} {link.state.value}{mode} tx {tx:.2f} rx {rx:.2f} Mbit/s "
-                     f"rtt {rtt} loss {link.loss * 100:.1f}%")
+    for snap in (link.snapshot(now) for link in peer.bond.links):
+        tx = tput.rates(f"{peer.name}/{snap.name}/tx")["current_bps"] / 1e6
+        rx = tput.rates(f"{peer.name}/{snap.name}/rx")["current_bps"] / 1e6
+        rtt = "-" if snap.rtt_ms is None else f"{snap.rtt_ms:.0f}ms"
+        mode = " standby" if snap.standby else ""
+        parts.append(f"{snap.name} {snap.state}{mode} tx {tx:.2f} rx {rx:.2f} Mbit/s "
+                     f"rtt {rtt} loss {snap.loss * 100:.1f}%")
     stats = peer.bond.stats
     return (f"{peer.name}: " + " | ".join(parts)
             + f" | resent {stats['resent']} queue drops {stats['queue_drops']}")

@@ -30,7 +30,7 @@ from .windowed import WindowedMax, WindowedMin
 
 READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
-PEAK_WINDOW = 30.0  # seconds of capacity estimates a far link is judged by (bond.FAR_SHARE)
+PEAK_WINDOW = 30.0  # seconds of capacity estimates a far link is judged by (scheduler.FAR_SHARE)
 
 
 PRIMARY, BACKUP = "primary", "backup"
@@ -126,6 +126,43 @@ class ReceiveReport:
         return fb
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSnapshot:
+    """A link as status and metrics show it at one moment (control/ reads only this)."""
+
+    name: str
+    id: int
+    state: str  # the worse of the two directions: up, suspect, down
+    state_rx: str
+    state_tx: str
+    role: str
+    standby: bool
+    rtt_ms: float | None
+    rttvar_ms: float | None
+    min_rtt_ms: float | None
+    loss: float
+    capacity_bps: int
+    pacing_bps: int
+    queue_delay_ms: float | None
+    queue_target_ms: float | None
+    delay_noise_ms: float | None
+    delivery_bps: int
+    startup: bool
+    estimator: str  # its mode
+    overdriven: int  # estimate cuts: sent far above what arrived
+    braked: int  # estimate cuts: a standing queue far above the link's own
+    reserved: bool
+    warming: bool
+    tx_packets: int
+    tx_bytes: int
+    rx_packets: int
+    rx_bytes: int
+
+
 class Link:
     """Observed state of one link at one end: what we sent, what we heard, what we estimate."""
 
@@ -187,6 +224,18 @@ class Link:
         return (f"Link({self.name!r} id={self.id} rx={self.health.value} tx={self.tx_health.value} "
                 f"capacity={self.capacity() / 1e6:.2f}M pace={self.pace_rate / 1e6:.2f}M srtt={srtt} "
                 f"queued={self.queued_bytes}B startup={self.startup})")
+
+    def snapshot(self, now: float) -> LinkSnapshot:
+        measured = self.srtt is not None
+        return LinkSnapshot(
+            self.name, self.id, self.state.value, self.health.value, self.tx_health.value,
+            self.role, self.standby, _ms(self.srtt), _ms(self.rttvar if measured else None),
+            _ms(self.min_rtt.get(self.srtt) if self.srtt is not None else None),
+            round(self.loss, 4), round(self.capacity()), round(self.pace_rate),
+            _ms(self.queue_delay()), _ms(self.queue_target()), _ms(self.delay_noise),
+            round(self.recent_rate), self.startup, self.est.mode.value, self.est.overdriven,
+            self.est.braked, self.reserved, self.warming(now), self.tx_packets, self.tx_bytes,
+            self.report.packets, self.report.bytes)
 
     # ------------------------------------------------------------ health
 

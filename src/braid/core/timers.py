@@ -41,6 +41,7 @@ INTERACTIVE_HOLD = 2.0  # the lowest-latency link stays reserved this long after
 WARMUP_TIME = 2.0  # a new link may be kept busy with padding this long while its first startup measures it
 REPORT_STALE = 60.0  # a HEARD report this old is taken whatever its timestamp
 BULK_LINKS_REFRESH = 0.050  # the choice of links bulk may take is kept this long
+LINK_BACKLOG = 0.002  # a packet may be handed to the socket this long ahead of its paced time
 
 # ---------------------------------------------------------------- keys and handshakes (session, handshake)
 REKEY_AFTER_TIME = 120.0

@@ -135,7 +135,7 @@ class StatusBook:
             if moved or now >= self._next_idle_summary:
                 self._next_idle_summary = now + 10.0
                 for peer in peers:
-                    log.debug("%s", summary_line(peer, self.tput))
+                    log.debug("%s", summary_line(peer, self.tput, now))
 
     def peers(self, peers: list[Peer]) -> list[dict]:
         return [peer_status(p, self.tput, time.monotonic()) for p in peers]

@@ -1,0 +1,104 @@
+"""The send side of a bond on its own (core/sender.py): numbering, admission, fragments,
+resends; its links are real Link objects, its socket a recorder."""
+
+from braid.core import wire
+from braid.core.link import READMIT_GOOD, Health, Link, LinkConfig
+from braid.core.recovery import SendHistory
+from braid.core.scheduler import make_scheduler
+from braid.core.sender import Framing, Sender
+from tests.helpers import udp_packet
+
+
+class Wire:
+    """What the sender handed to the socket, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[wire.Frame]]] = []
+
+    def __call__(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
+        self.sent.append((link.name, wire.decode_plaintext(plaintext)[1]))
+        return len(self.sent) - 1
+
+    def data(self) -> list[tuple[str, wire.Data]]:
+        return [(name, f) for name, frames in self.sent for f in frames if isinstance(f, wire.Data)]
+
+
+def _sender(*rates: float) -> tuple[Sender, list[Link], Wire]:
+    links = []
+    for i, rate in enumerate(rates):
+        link = Link(LinkConfig(f"l{i}", i), 0.0)
+        for k in range(READMIT_GOOD):
+            link.on_heard(0.001 * k)
+        link.pace_rate = rate
+        links.append(link)
+    out = Wire()
+    stats: dict[str, int] = dict.fromkeys(("tun_in", "queue_drops", "urgent", "fragmented", "too_big",
+                                           "resent", "duplicated", "warmup_datagrams"), 0)
+    history = SendHistory([lk.id for lk in links])
+    sender = Sender(links, make_scheduler("earliest-arrival"), Framing(False), history, stats, out,
+                    lambda link, now, room: b"")
+    return sender, links, out
+
+
+def _drain(sender: Sender, link: Link, t: float) -> None:
+    """Pump the link's queue from `t` until it is empty, at its pacing rate."""
+    while sender.backlogged(link):
+        sender.pump(link, t)
+        t += 0.001
+
+
+def test_a_packet_the_tunnel_refuses_takes_no_number():
+    sender, links, out = _sender(1e6)
+    links[0].est.restart_startup()
+    t = 0.1
+    for n in range(400):  # far more than 50 ms of a 1 Mbit/s link holds
+        sender.on_tun_packet(udp_packet(n), t)
+    assert sender.stats["queue_drops"] > 0
+    admitted = 400 - sender.stats["queue_drops"]
+    assert sender.next_seq == admitted  # every admitted packet has one number, no gap
+    _drain(sender, links[0], t)
+    seqs = [f.seq for _, f in out.data()]
+    fseqs = [f.flow_seq for _, f in out.data()]
+    assert seqs == list(range(admitted)) and fseqs == list(range(admitted))
+
+
+def test_a_packet_larger_than_a_datagram_is_cut_into_numbered_fragments_of_one_flow_seq():
+    sender, links, out = _sender(100e6, 100e6)
+    sender.on_tun_packet(udp_packet(7, size=5000), 0.1)
+    for link in links:
+        sender.pump(link, 0.2)
+    frags = sorted((f for _, f in out.data()), key=lambda f: f.seq)
+    assert len(frags) == wire.fragments_needed(5000, sender._whole_max) >= 4
+    assert [f.seq for f in frags] == list(range(len(frags)))
+    assert {f.flow_seq for f in frags} == {0} and sender.stats["fragmented"] == 1
+    last = len(frags) - 1
+    assert [wire.fragment_tag(f.packet) for f in frags] == [(i, i == last) for i in range(last + 1)]
+    assert b"".join(f.packet[1:] for f in frags) == udp_packet(7, size=5000)
+
+
+def test_resends_leave_ahead_of_the_queue_in_their_own_order():
+    sender, links, out = _sender(10e6)
+    for n in range(5):
+        sender.on_tun_packet(udp_packet(n), 0.1)
+    links[0].tx_clock = 1.0  # pacing holds the queue back
+    sender.resend([(0, 100 + k, 1000 + k, bytes(1200), True) for k in range(3)], 0.1)
+    _drain(sender, links[0], 1.0)
+    seqs = [f.seq for _, f in out.data()]
+    first = seqs.index(1000)
+    assert seqs[first:first + 3] == [1000, 1001, 1002]
+    assert seqs[first + 3:] and all(s < 5 for s in seqs[first + 3:])  # the queue waited behind
+    assert sender.stats["resent"] == 3
+
+
+def test_a_stopped_links_queue_moves_to_the_others_in_order():
+    sender, links, out = _sender(10e6, 10e6)
+    links[0].tx_clock = links[1].tx_clock = 5.0  # nothing leaves yet
+    for n in range(20):
+        sender.on_tun_packet(udp_packet(n), 0.1)
+    moved = sender.take_queue(links[0])
+    assert moved and links[0].queued_bytes == 0 and not sender.backlogged(links[0])
+    links[0].health = Health.DOWN
+    sender.requeue(moved, 0.1)
+    _drain(sender, links[1], 5.0)
+    carried = [f.seq for name, f in out.data() if name == "l1"]
+    assert set(m[2] for m in moved) <= set(carried)
