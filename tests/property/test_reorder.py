@@ -50,16 +50,16 @@ def test_a_gap_in_one_flow_does_not_hold_another(n_a, n_b):
     assert buf.held == n_a
 
 
-def test_gap_released_when_links_cover_it_or_at_its_deadline():
+def test_gap_released_when_every_link_sent_past_it_or_at_its_deadline():
     buf = ReorderBuffer()
     buf.push(1, 0, 0, b"0", 0.0)
     assert buf.push(1, 2, 2, b"2", 1.0) == []
-    assert buf.release(1.001, covered=lambda seq: False, timeout=0.05) == []
-    assert buf.release(1.002, covered=lambda seq: seq <= 2, timeout=0.05) == [b"2"]
+    assert buf.release(1.001, lost=lambda seq: False, timeout=0.05) == []
+    assert buf.release(1.002, lost=lambda seq: seq <= 2, timeout=0.05) == [b"2"]
     assert buf.gaps_lost == 1
     assert buf.push(1, 4, 4, b"4", 2.0) == []
     assert buf.next_deadline(0.05) == 2.05
-    assert buf.release(2.05, covered=lambda seq: False, timeout=0.05) == [b"4"]
+    assert buf.release(2.05, lost=lambda seq: False, timeout=0.05) == [b"4"]
     assert buf.gaps_timed_out == 1
     assert buf.push(1, 1, 1, b"late", 2.1) == [b"late"]  # late beats lost
     assert buf.late == 1

@@ -10,7 +10,7 @@ from braid.core.events import (
     PeerRestarted,
     PeerSilent,
 )
-from braid.core.link import Health
+from braid.core.health import Health
 
 
 def test_each_event_is_one_readable_log_line():

@@ -1,80 +1,14 @@
 from braid.core.estimator import INITIAL_RATE, RESTARTUP_GAIN, STARTUP_GAIN
-from braid.core.link import READMIT_GOOD, Health, Link, LinkConfig
-from braid.core.timers import DOWN_AFTER
+from braid.core.health import READMIT_GOOD, Health
+from braid.core.link import Link, LinkConfig
 
 
 def _up_link(now: float = 0.0) -> Link:
     link = Link(LinkConfig("a", 0), now)
     for i in range(READMIT_GOOD):
-        link.on_heard(now + i * 0.01)
-    assert link.health is Health.UP
+        link.health.on_heard(now + i * 0.01)
+    assert link.health.rx is Health.UP
     return link
-
-
-def test_new_link_is_suspect_until_heard_enough():
-    link = Link(LinkConfig("a", 0), 0.0)
-    assert link.health is Health.SUSPECT
-    assert link.on_heard(0.01) is None
-    assert link.on_heard(0.02) is None
-    assert link.on_heard(0.03) is Health.UP
-
-
-def test_unanswered_data_makes_a_link_suspect_within_its_response_timeout():
-    link = _up_link()
-    link.on_heard(0.99)
-    link.on_sent_expecting_answer(1.0, data=True)
-    timeout = link.response_timeout()
-    assert link.check_silence(1.0 + timeout - 0.001) is None
-    assert link.check_silence(1.0 + timeout) is Health.SUSPECT
-    assert not link.usable
-
-
-def test_idle_link_is_not_suspected_while_probes_are_answered():
-    link = _up_link()
-    for k in range(1, 20):
-        t = k * 0.1
-        link.on_sent_expecting_answer(t, data=True)
-        link.on_heard(t + 0.02)
-        assert link.on_answered(t + 0.02) is None
-        assert link.check_silence(t + 0.05) is None
-        assert link.check_answer(t + 0.5) is None
-
-
-def test_a_dead_send_direction_is_suspect_when_only_the_other_way_still_speaks():
-    link = _up_link()
-    link.on_sent_expecting_answer(1.0, data=True)
-    timeout = link.response_timeout()
-    for k in range(1, 40):  # the peer's datagrams keep coming: the receive direction is fine
-        link.on_heard(1.0 + k * 0.01)
-    assert link.answer_deadline() == 1.0 + timeout
-    assert link.check_silence(1.0 + timeout) is None
-    assert link.check_answer(1.0 + timeout - 0.001) is None
-    assert link.check_answer(1.0 + timeout) is Health.SUSPECT
-    assert link.health is Health.UP and not link.usable
-    assert link.answer_deadline() == float("inf")  # nothing more to do: no busy timer
-    # the peer's HEARD report still covers what it heard before the cut: it does not readmit
-    assert link.on_peer_report(1.0 + timeout + 0.01, heard=True) is None
-    # a receiver report about the link (what was sent arrives again) does
-    assert link.on_answered(1.5) is Health.UP and link.usable
-
-
-def test_nothing_heard_and_nothing_answered_suspects_the_receive_direction():
-    link = _up_link()
-    link.on_sent_expecting_answer(1.0, data=True)
-    timeout = link.response_timeout()
-    assert link.answer_deadline() == float("inf")
-    assert link.check_silence(1.0 + timeout) is Health.SUSPECT
-    assert link.tx_health is Health.UP
-
-
-def test_suspect_goes_down_after_long_silence_and_returns_after_good_probes():
-    link = _up_link()
-    link.on_sent_expecting_answer(1.0, data=True)
-    assert link.check_silence(1.5) is Health.SUSPECT
-    assert link.check_silence(1.5 + DOWN_AFTER) is Health.DOWN
-    assert link.on_heard(5.0) is None
-    assert link.on_heard(5.03) is None
-    assert link.on_heard(5.06) is Health.UP
 
 
 def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):

@@ -1,11 +1,12 @@
-from braid.core.link import READMIT_GOOD, Link, LinkConfig
+from braid.core.health import READMIT_GOOD
+from braid.core.link import Link, LinkConfig
 from braid.core.scheduler import EarliestArrival, assign, make_scheduler
 
 
 def _link(name: str, link_id: int, rate: float, delay: float) -> Link:
     link = Link(LinkConfig(name, link_id), 0.0)
     for i in range(READMIT_GOOD):
-        link.on_heard(i * 0.001)
+        link.health.on_heard(i * 0.001)
     link.pace_rate = rate
     link.path_delay = delay
     return link
@@ -43,8 +44,8 @@ def test_split_follows_rates_under_load():
 
 def test_suspect_links_are_skipped():
     a, b = _link("a", 0, 10e6, 0.001), _link("b", 1, 10e6, 0.05)
-    a.on_sent_expecting_answer(1.0, data=True)
-    a.check_silence(5.0)
+    a.health.on_sent_expecting_answer(1.0, data=True)
+    a.health.check_silence(5.0, a.response_timeout())
     assert not a.usable
     assert EarliestArrival().pick([a, b], 1500, 5.0) is b
 

@@ -2,7 +2,8 @@
 resends; its links are real Link objects, its socket a recorder."""
 
 from braid.core import wire
-from braid.core.link import READMIT_GOOD, Health, Link, LinkConfig
+from braid.core.health import READMIT_GOOD, Health
+from braid.core.link import Link, LinkConfig
 from braid.core.recovery import SendHistory
 from braid.core.scheduler import make_scheduler
 from braid.core.sender import Framing, Sender
@@ -28,7 +29,7 @@ def _sender(*rates: float) -> tuple[Sender, list[Link], Wire]:
     for i, rate in enumerate(rates):
         link = Link(LinkConfig(f"l{i}", i), 0.0)
         for k in range(READMIT_GOOD):
-            link.on_heard(0.001 * k)
+            link.health.on_heard(0.001 * k)
         link.pace_rate = rate
         links.append(link)
     out = Wire()
@@ -97,7 +98,7 @@ def test_a_stopped_links_queue_moves_to_the_others_in_order():
         sender.on_tun_packet(udp_packet(n), 0.1)
     moved = sender.take_queue(links[0])
     assert moved and links[0].queued_bytes == 0 and not sender.backlogged(links[0])
-    links[0].health = Health.DOWN
+    links[0].health.rx = Health.DOWN
     sender.requeue(moved, 0.1)
     _drain(sender, links[1], 5.0)
     carried = [f.seq for name, f in out.data() if name == "l1"]

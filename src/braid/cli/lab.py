@@ -107,7 +107,8 @@ def summary_table(results: list[dict[str, Any]], title: str) -> Table:
             r["scenario"], r["direction"], alone, _fmt(r["baseline_sum_mbit"], 1),
             _fmt(r["goodput_mbit"], 1), _fmt(r["efficiency"]), _fmt(r["capacity_efficiency"]),
             _fmt(r["max_stall_ms"], 0),
-            "/".join(_fmt(rtt[k], 1) for k in ("idle_p50", "load_p50", "load_p99")),
+            "/".join(_fmt(rtt[k], 1) for k in ("idle_p50", "load_p50", "load_p99"))
+            + (f" ({r['pings_lost']} pings lost)" if r.get("pings_lost") else ""),
             str(r["retransmits"]),
             "/".join(_fmt(cpu.get(k), 1) for k in ("client", "gateway", "emulator")),
             "ok" if r.get("emulator_ok") else "; ".join(r.get("emulator_flags", [])) or "not measured")

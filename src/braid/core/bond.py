@@ -3,7 +3,7 @@
 Send side (core/sender.py): classify -> number (global seq, per-flow seq) -> tunnel queue
 -> scheduler picks a link -> plaintext handed to `transmit(link_id, plaintext) -> counter`
 (the session seals it). Receive side: plaintext frames -> feedback to estimators, probes
-to cover tracking, data to the receiver (core/receiver.py: duplicate filter, fragments,
+to the links' send frontiers, data to the receiver (core/receiver.py: duplicate filter, fragments,
 per-flow reorder buffer) -> `delivered`. Recovery (core/recovery.py): a per-link counter
 gap makes the receiver send a NACK; the sender resends those packets on the best link. A
 link turning suspect has its unacknowledged recent packets resent on the others.
@@ -21,12 +21,8 @@ from collections.abc import Callable
 
 from . import wire
 from .events import LinkStateChanged
-from .link import (
-    BACKUP,
-    Health,
-    Link,
-    LinkConfig,
-)
+from .health import Health
+from .link import BACKUP, Link, LinkConfig
 from .receiver import Receiver
 from .recovery import Item, Recovery
 from .reorder import ReorderBuffer
@@ -150,12 +146,12 @@ class Bond:
         link.last_heard_report_tx = now
         known = up = standby = 0
         for lk in self.links:
-            if lk.ever_up:
+            if lk.health.ever_up:
                 known |= 1 << lk.id
             # heard lately, not "receive health up": that also falls when answers to what this
             # end sent come late (behind the peer's queue on a satellite), which says nothing
             # about the direction the report is about
-            if lk.last_heard >= 0 and now - lk.last_heard < lk.heard_window():
+            if lk.health.heard_lately(now):
                 up |= 1 << lk.id
             if lk.standby:
                 standby |= 1 << lk.id
@@ -203,10 +199,11 @@ class Bond:
         except wire.WireError:
             self.stats["bad_frames"] += 1
             return
-        changed = link.on_heard(now)
+        changed = link.health.on_heard(now)
         if changed is not None:
+            link.readmit(now)
             self.events.append(LinkStateChanged(link.name, changed, "rx", "heard again"))
-            if changed is Health.UP and self.warmup and not link.proven:
+            if self.warmup and not link.proven:
                 link.warm_until = now + WARMUP_TIME
         self._now = now
         self._detect_gap(link, counter, now)
@@ -222,7 +219,7 @@ class Bond:
             elif isinstance(frame, wire.Feedback):
                 self._on_feedback(frame, now, now_us)
             elif isinstance(frame, wire.Probe):
-                self._cover(link, frame.head)
+                self._on_sent_below(link, frame.head)
             elif isinstance(frame, wire.Nack):
                 self._on_nack(frame, now, (link.id, counter))
             elif isinstance(frame, wire.Heard):
@@ -246,24 +243,26 @@ class Bond:
                 link.peer_standby = bool(report.standby & bit)
             if not report.known & bit or link.id >= 32:
                 continue
-            changed = link.on_peer_report(now, bool(report.up & bit))
+            changed = link.health.on_peer_report(now, bool(report.up & bit), link.response_timeout())
             if changed is None:
                 continue
+            if changed is Health.UP:
+                link.readmit(now)
             cause = "the peer hears it again" if changed is Health.UP else "the peer does not hear it"
             self.events.append(LinkStateChanged(link.name, changed, "tx", cause))
-            if changed is Health.SUSPECT and link.health is Health.UP:
+            if changed is Health.SUSPECT and link.health.rx is Health.UP:
                 self._failover(link, now)
         if not self._decides_standby:
             self._update_modes(now)
 
-    def _cover(self, link: Link, head: int) -> None:
-        if not link.head_known or seq_diff(head, link.head_cover) > 0:
-            link.head_cover = head
-            link.head_known = True
+    def _on_sent_below(self, link: Link, head: int) -> None:
+        if not link.sent_below_known or seq_diff(head, link.sent_below) > 0:
+            link.sent_below = head
+            link.sent_below_known = True
 
     def _on_data(self, link: Link, frame: wire.Data, now: float) -> None:
         if not frame.unordered:
-            self._cover(link, (frame.seq + 1) & (SEQ_MOD - 1))
+            self._on_sent_below(link, (frame.seq + 1) & (SEQ_MOD - 1))
         self.rx.on_data(frame, now)
 
     def _on_feedback(self, fb: wire.Feedback, now: float, now_us: int) -> None:
@@ -272,7 +271,8 @@ class Bond:
             return
         link.on_feedback(now, now_us, fb.echo_ts, fb.echo_hold_us, fb.rx_time_us, fb.rx_bytes,
                          fb.rx_packets, fb.owd_min_us, fb.highest_counter)
-        if link.on_answered(now) is not None:
+        if link.health.on_answered() is not None:
+            link.readmit(now)
             self.events.append(LinkStateChanged(link.name, Health.UP, "tx", "what it sent is answered"))
         self._history.acknowledge(fb.link, fb.highest_counter)
 
@@ -298,19 +298,21 @@ class Bond:
         if items:
             self.tx.resend(items, now)
 
-    def _covered(self, seq: int) -> bool:
+    def _lost(self, seq: int) -> bool:
+        """A gap before `seq` is lost: every live link has sent past it (and no NACK's
+        resend is awaited)."""
         if self.recovery.holding(self._now):
             return False
         for link in self.links:
-            if (link.head_known and self._now - link.last_heard < LIVE_WINDOW
-                    and seq_diff(link.head_cover, seq) <= 0):
+            if (link.sent_below_known and self._now - link.health.last_heard < LIVE_WINDOW
+                    and seq_diff(link.sent_below, seq) <= 0):
                 return False
         return True
 
     def reorder_timeout(self) -> float:
         """How long a gap may hold a flow: the spread of one-way delays across live links."""
         stats = [(lk.report.owd_avg, lk.report.owd_dev) for lk in self.links
-                 if lk.report.owd_avg is not None and self._now - lk.last_heard < LIVE_WINDOW]
+                 if lk.report.owd_avg is not None and self._now - lk.health.last_heard < LIVE_WINDOW]
         spread = 0.0
         if stats:
             hi = max(avg + 3 * dev for avg, dev in stats)
@@ -324,7 +326,7 @@ class Bond:
     def _release(self, now: float) -> None:
         self._now = now
         if self.rx.reorder.held:
-            self.rx.release(now, self._covered, self.reorder_timeout())
+            self.rx.release(now, self._lost, self.reorder_timeout())
 
     # ------------------------------------------------------------------ timers
 
@@ -336,18 +338,19 @@ class Bond:
         self.rx.on_timer(now)
         for link in self.links:
             self.tx.pump(link, now)
-            quiet = now - max(link.last_heard, link.silent_since)
-            changed = link.check_silence(now)
+            health = link.health
+            quiet = now - max(health.last_heard, health.silent_since)
+            changed = health.check_silence(now, link.response_timeout())
             if changed is not None:
                 cause = f"nothing heard for {quiet * 1000:.0f} ms"
                 self.events.append(LinkStateChanged(link.name, changed, "rx", cause))
-                if changed is Health.SUSPECT and link.tx_health is Health.UP:
+                if changed is Health.SUSPECT and health.tx is Health.UP:
                     self._failover(link, now)
-            if link.check_answer(now) is not None:
-                waited = (now - (link.data_unanswered_since or now)) * 1000
+            if health.check_answer(now, link.response_timeout(), link.report.last_gap) is not None:
+                waited = (now - (health.data_unanswered_since or now)) * 1000
                 cause = f"nothing it sent was answered for {waited:.0f} ms"
                 self.events.append(LinkStateChanged(link.name, Health.SUSPECT, "tx", cause))
-                if link.health is Health.UP:
+                if health.rx is Health.UP:
                     self._failover(link, now)
             self._keepalive(link, now, idle)
         self._release(now)
@@ -366,7 +369,7 @@ class Bond:
             self._send_control(link, frames, now)
             link.last_tx = now  # even if it could not leave: the next try is an interval away
             if not slow:
-                link.on_sent_expecting_answer(now, data=False)
+                link.health.on_sent_expecting_answer(now, data=False)
         elif not quiet_answers and link.report.due(now):
             self._send_control(link, self._control_for(link, now, 1 << 16), now)
 
@@ -404,19 +407,19 @@ class Bond:
             self._was_idle = idle
             if not idle:
                 for lk in self.links:
-                    lk.quiet_from = now
+                    lk.health.quiet_from = now
         for lk in self.links:
-            lk.peer_interval = max(PROBE_INTERVAL, lk.probe_interval(idle))
+            lk.health.peer_interval = max(PROBE_INTERVAL, lk.probe_interval(idle))
 
     def _set_standby(self, link: Link, standby: bool, now: float) -> None:
         link.standby = standby
-        link.quiet_from = now
-        link.awaiting_since = link.data_unanswered_since = None
+        link.health.quiet_from = now
+        link.health.forget_awaited()
         if standby:
             cause = "a primary link is usable"
         else:
             cause = "no primary link is usable" if self._decides_standby else "the peer uses it again"
-        self.events.append(LinkStateChanged(link.name, link.health, "role",
+        self.events.append(LinkStateChanged(link.name, link.health.rx, "role",
                                      f"{'standby' if standby else 'active'}: {cause}"))
 
     def next_deadline(self) -> float:
@@ -431,7 +434,7 @@ class Bond:
             if link.report.pending and not (link.standby or (
                     idle and self._now > self._last_data + IDLE_AFTER + IDLE_GRACE)):
                 deadline = min(deadline, link.report.last_sent + FEEDBACK_INTERVAL)
-            deadline = min(deadline, link.silence_deadline(self._now), link.answer_deadline())
+            deadline = min(deadline, link.silence_deadline(), link.answer_deadline())
         if self.rx.reorder.held:
             held_deadline = self.rx.next_deadline(self.reorder_timeout())
             if held_deadline is not None:
@@ -450,7 +453,7 @@ class Bond:
         self.rx.reset()
         self._report_ts = None
         for link in self.links:
-            link.head_known = False
+            link.sent_below_known = False
             link.on_peer_restart()
 
     def on_new_recv_keys(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .link import Health
+from .health import Health
 
 
 def _who(peer: str) -> str:

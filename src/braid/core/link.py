@@ -6,21 +6,18 @@ Configured state (what the operator set) is `LinkConfig`; everything measured li
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from . import wire
 from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
+from .health import Health, LinkHealth
 from .replay import SEQ_MOD, seq_diff
 from .timers import (
-    DOWN_AFTER,
     FEEDBACK_INTERVAL,
     FIRST_RESPONSE_TIMEOUT,
     IDLE_PROBE,
-    IDLE_SILENCE,
     PROBE_INTERVAL,
     SILENCE_FLOOR,
-    SILENCE_MARGIN,
     STANDBY_PROBE,
     STANDBY_SUSPECT_PROBE,
     SUSPECT_PROBE_INTERVAL,
@@ -28,7 +25,6 @@ from .timers import (
 )
 from .windowed import WindowedMax, WindowedMin
 
-READMIT_GOOD = 3  # datagrams heard in a row before a suspect link is used again
 OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
 PEAK_WINDOW = 30.0  # seconds of capacity estimates a far link is judged by (scheduler.FAR_SHARE)
 
@@ -42,26 +38,6 @@ class LinkConfig:
     link_id: int
     mtu: int = 1500
     role: str = PRIMARY  # BACKUP: carries traffic only while no primary link is usable
-
-
-class Health(enum.Enum):
-    UP = "up"
-    SUSPECT = "suspect"
-    DOWN = "down"
-
-
-class HealthEvent(enum.Enum):
-    SILENT = "silent"  # nothing heard for longer than the silence limit
-    LONG_SILENT = "long-silent"
-    HEARD_ENOUGH = "heard-enough"  # READMIT_GOOD datagrams heard since it went quiet
-
-
-HEALTH_TRANSITIONS: dict[tuple[Health, HealthEvent], Health] = {
-    (Health.UP, HealthEvent.SILENT): Health.SUSPECT,
-    (Health.SUSPECT, HealthEvent.LONG_SILENT): Health.DOWN,
-    (Health.SUSPECT, HealthEvent.HEARD_ENOUGH): Health.UP,
-    (Health.DOWN, HealthEvent.HEARD_ENOUGH): Health.UP,
-}
 
 
 class ReceiveReport:
@@ -173,22 +149,7 @@ class Link:
         self.role = config.role
         self.standby = False  # a backup link while a primary is usable: no traffic, rare probes
         self.peer_standby = False  # the gateway's side: the client's reports say it stands by
-        self.peer_interval = PROBE_INTERVAL  # how often the peer probes it now (silence rules)
-        self.quiet_from = now  # silence counts from here at the earliest (a mode change resets it)
-        self.health = Health.SUSPECT  # receive direction: unproven until heard from
-        self.tx_health = Health.UP  # send direction, as the peer's HEARD reports tell it
-        self.tx_silent_since = now
-        self.heard_in_row = 0
-        self.ever_up = False  # its receive health has been up: the HEARD report vouches for it
-        self.last_heard = -1.0
-        self.silent_since = now
-        # first data/probe/padding sent on it since the peer's last receiver report about it:
-        # only such a report answers what was sent (the link's other direction may still bring
-        # datagrams when this one is dead)
-        self.awaiting_since: float | None = None
-        # ... the first data or padding: a peer answers those at once, while one that thinks
-        # the tunnel idle answers probes only with its own (core/bond.py _keepalive)
-        self.data_unanswered_since: float | None = None
+        self.health = LinkHealth(now)  # each direction's, with its timers
         # sending side
         self.tx_packets = 0
         self.tx_bytes = 0
@@ -199,8 +160,11 @@ class Link:
         self.queued_bytes = 0  # bytes waiting in the tunnel for this link
         self.report = ReceiveReport()  # receiving side: what we heard, what we report
         self.last_heard_report_tx = -1.0
-        self.head_cover = 0  # peer's head seq carried by the latest datagram on this link
-        self.head_known = False
+        # the peer's send frontier on this link: every seq below it that the peer gave this
+        # link has been sent on it (from the latest DATA or PROBE on it; links keep their
+        # own order, so a gap below it that the link was to bring is lost)
+        self.sent_below = 0
+        self.sent_below_known = False
         # estimators fed by the peer's feedback
         self.srtt: float | None = None
         self.rttvar = 0.0
@@ -221,14 +185,14 @@ class Link:
 
     def __repr__(self) -> str:
         srtt = "-" if self.srtt is None else f"{self.srtt * 1000:.1f}ms"
-        return (f"Link({self.name!r} id={self.id} rx={self.health.value} tx={self.tx_health.value} "
+        return (f"Link({self.name!r} id={self.id} rx={self.health.rx.value} tx={self.health.tx.value} "
                 f"capacity={self.capacity() / 1e6:.2f}M pace={self.pace_rate / 1e6:.2f}M srtt={srtt} "
                 f"queued={self.queued_bytes}B startup={self.startup})")
 
     def snapshot(self, now: float) -> LinkSnapshot:
         measured = self.srtt is not None
         return LinkSnapshot(
-            self.name, self.id, self.state.value, self.health.value, self.tx_health.value,
+            self.name, self.id, self.state.value, self.health.rx.value, self.health.tx.value,
             self.role, self.standby, _ms(self.srtt), _ms(self.rttvar if measured else None),
             _ms(self.min_rtt.get(self.srtt) if self.srtt is not None else None),
             round(self.loss, 4), round(self.capacity()), round(self.pace_rate),
@@ -239,27 +203,19 @@ class Link:
 
     # ------------------------------------------------------------ health
 
-    def _fire(self, event: HealthEvent) -> bool:
-        new = HEALTH_TRANSITIONS.get((self.health, event))
-        if new is None:
-            return False
-        self.health = new
-        return True
-
     @property
     def healthy(self) -> bool:
         """Both directions work: data needs its feedback back on the same link."""
-        return self.health is Health.UP and self.tx_health is Health.UP
+        return self.health.both_up
 
     @property
     def usable(self) -> bool:
         """It may carry traffic: healthy and not a backup on standby."""
-        return self.health is Health.UP and self.tx_health is Health.UP and not self.standby
+        return self.health.both_up and not self.standby
 
-    def heard_window(self) -> float:
-        """How long after the last datagram this end still reports the link heard: three of
-        the peer's probe intervals (with data flowing it hears far more often)."""
-        return max(IDLE_SILENCE, 3 * self.peer_interval + SILENCE_MARGIN)
+    @property
+    def state(self) -> Health:
+        return self.health.state
 
     def probe_interval(self, idle: bool) -> float:
         """How often this end probes the link when it sends nothing else on it."""
@@ -269,28 +225,6 @@ class Link:
             return SUSPECT_PROBE_INTERVAL
         return IDLE_PROBE if idle else PROBE_INTERVAL
 
-    @property
-    def state(self) -> Health:
-        """The worse of the two directions."""
-        order = (Health.UP, Health.SUSPECT, Health.DOWN)
-        return max(self.health, self.tx_health, key=order.index)
-
-    def on_peer_report(self, now: float, heard: bool) -> Health | None:
-        """The peer's HEARD report on this link's direction toward it (one it has heard
-        this session). Returns the new send-direction health if it changed."""
-        if heard:
-            if self.tx_health is Health.UP or self.answer_overdue(now):
-                return None  # (heard lately is a window: what was sent since went unanswered)
-            return self._tx_up(now)
-        if self.tx_health is Health.UP:
-            self.tx_health = Health.SUSPECT
-            self.tx_silent_since = now
-            return self.tx_health
-        if self.tx_health is Health.SUSPECT and now - self.tx_silent_since >= DOWN_AFTER:
-            self.tx_health = Health.DOWN
-            return self.tx_health
-        return None
-
     def response_timeout(self) -> float:
         """How long an answer to data or a probe sent on this link may take."""
         if self.srtt is None:
@@ -299,88 +233,16 @@ class Link:
         queue = self.queue_delay() or 0.0
         return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
 
-    def _tx_up(self, now: float) -> Health:
-        self.tx_health = Health.UP
+    def readmit(self, now: float) -> None:
+        """A direction came back up: pacing starts from now and the estimator from what it knew."""
         self.tx_clock = now
         self.est.on_readmitted(now)
-        return self.tx_health
 
-    def on_sent_expecting_answer(self, now: float, data: bool) -> None:
-        """Data, padding (`data`) or a probe left on this link: the peer owes a report on it."""
-        if self.awaiting_since is None:
-            self.awaiting_since = now
-        if data and self.data_unanswered_since is None:
-            self.data_unanswered_since = now
-
-    def answer_overdue(self, now: float) -> bool:
-        since = self.data_unanswered_since
-        return since is not None and now >= since + self.response_timeout()
-
-    def on_answered(self, now: float) -> Health | None:
-        """A receiver report about this link arrived: the peer hears what was sent on it.
-        Returns the new send-direction health if it changed."""
-        self.awaiting_since = self.data_unanswered_since = None
-        return None if self.tx_health is Health.UP else self._tx_up(now)
-
-    def check_answer(self, now: float) -> Health | None:
-        """The send direction is suspect when data sent on it went unanswered for the
-        response timeout while the link still brought datagrams the other way (with nothing
-        heard at all, check_silence suspects the receive direction instead)."""
-        if now < self.answer_deadline():
-            return None
-        self.tx_health = Health.SUSPECT
-        self.tx_silent_since = now
-        return self.tx_health
+    def silence_deadline(self) -> float:
+        return self.health.silence_deadline(self.response_timeout())
 
     def answer_deadline(self) -> float:
-        """When check_answer next has something to do (inf if nothing is awaited). Answers
-        travel the way back: once that loses datagrams (a counter gap; a full queue drops
-        bursts), missing answers prove nothing about this direction, and only the peer's
-        HEARD reports, which travel on every link, tell it."""
-        since = self.data_unanswered_since
-        if (since is None or self.tx_health is not Health.UP or self.last_heard < since
-                or self.report.last_gap >= since):
-            return float("inf")
-        return since + self.response_timeout()
-
-    def on_heard(self, now: float) -> Health | None:
-        """Any authenticated datagram arrived on this link. Returns the new health if it changed."""
-        self.last_heard = now
-        self.heard_in_row += 1
-        if self.health is not Health.UP and self.heard_in_row >= READMIT_GOOD:
-            self._fire(HealthEvent.HEARD_ENOUGH)
-            self.ever_up = True
-            self.tx_clock = now
-            self.est.on_readmitted(now)
-            return self.health
-        return None
-
-    def check_silence(self, now: float) -> Health | None:
-        if now < self.silence_deadline(now):
-            return None
-        if self.health is Health.UP:
-            self._fire(HealthEvent.SILENT)
-            self.heard_in_row = 0
-            self.silent_since = now
-            return self.health
-        if self.health is Health.SUSPECT:
-            self._fire(HealthEvent.LONG_SILENT)
-            return self.health
-        return None
-
-    def silence_deadline(self, now: float) -> float:
-        """When check_silence next has something to do (inf for a down link)."""
-        quiet_since = self.last_heard if self.last_heard >= 0 else self.silent_since
-        if self.health is Health.UP:
-            quiet_since = max(quiet_since, self.quiet_from)
-            deadline = quiet_since + max(IDLE_SILENCE, 3 * self.peer_interval + SILENCE_MARGIN)
-            if self.awaiting_since is not None and self.last_heard < self.awaiting_since:
-                # unanswered and nothing heard since: the way back is the suspect
-                deadline = min(deadline, self.awaiting_since + self.response_timeout())
-            return deadline
-        if self.health is Health.SUSPECT:
-            return max(quiet_since, self.silent_since) + DOWN_AFTER
-        return float("inf")
+        return self.health.answer_deadline(self.response_timeout(), self.report.last_gap)
 
     # ------------------------------------------------------------ estimators
 
@@ -536,10 +398,7 @@ class Link:
     # ------------------------------------------------------------ receive side bookkeeping
 
     def on_peer_restart(self) -> None:
-        """The peer's view of our links starts over: its reports tell the truth again (and
-        what was sent to the peer it replaced will never be answered)."""
-        self.tx_health = Health.UP
-        self.awaiting_since = self.data_unanswered_since = None
+        self.health.on_peer_restart()
 
     def on_new_session(self) -> None:
         """AEAD counters restart with a new session: restart counter-based loss accounting."""

@@ -1,7 +1,7 @@
 """The receive side of the data: duplicate filter, reassembly of fragments, the per-flow
 reorder buffer and its release. Data frames come in; whole inner packets, each flow in
 order, go to `delivered`. It knows nothing of links: when a gap may be given up on is the
-caller's to say (`covered`, `timeout`), from what the links report.
+caller's to say (`lost`, `timeout`), from what the links report.
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ class Receiver:
             packet, seq = whole
         self._deliver(self.reorder.push(frame.flow, frame.flow_seq, seq, packet, now))
 
-    def release(self, now: float, covered: Callable[[int], bool], timeout: float) -> None:
-        """Deliver what no gap holds any more: a gap ends when `covered(seq)` says no link
+    def release(self, now: float, lost: Callable[[int], bool], timeout: float) -> None:
+        """Deliver what no gap holds any more: a gap ends when `lost(seq)` says no link
         can still bring it, or after `timeout`."""
         if self.reorder.held:
-            self._deliver(self.reorder.release(now, covered, timeout))
+            self._deliver(self.reorder.release(now, lost, timeout))
 
     def next_deadline(self, timeout: float) -> float | None:
         return self.reorder.next_deadline(timeout) if self.reorder.held else None

@@ -3,7 +3,7 @@
 Each data packet carries (flow, flow_seq, seq). Packets of a flow are delivered in
 flow_seq order. When a flow has a gap, the packets behind it are held until either:
   - the gap is known lost: every live link has carried a datagram sent after the first
-    held packet (`covered(seq)`), and links keep their own order, so the missing ones
+    held packet (`lost(seq)`), and links keep their own order, so the missing ones
     can no longer arrive; or
   - its deadline passes (`timeout` after the gap was seen).
 A packet that arrives after its gap was given up is delivered at once (late beats lost).
@@ -47,7 +47,7 @@ class ReorderBuffer:
         self._gapped: set[int] = set()
         self.held = 0
         self.held_bytes = 0
-        self.gaps_lost = 0  # gaps given up because links covered them
+        self.gaps_lost = 0  # gaps given up because every live link had sent past them
         self.gaps_timed_out = 0
         self.late = 0
         self.overflow = 0
@@ -112,7 +112,7 @@ class ReorderBuffer:
         st.next_fseq = self._first_held(st)
         self._drain(flow, st, out, now)
 
-    def release(self, now: float, covered: Callable[[int], bool], timeout: float) -> list[bytes]:
+    def release(self, now: float, lost: Callable[[int], bool], timeout: float) -> list[bytes]:
         """Give up on gaps that are known lost or past their deadline."""
         if not self._gapped:
             return []
@@ -123,7 +123,7 @@ class ReorderBuffer:
                 first = self._first_held(st)
                 if now >= st.gap_since + timeout:
                     self.gaps_timed_out += 1
-                elif covered(st.held[first][0]):
+                elif lost(st.held[first][0]):
                     self.gaps_lost += 1
                 else:
                     break

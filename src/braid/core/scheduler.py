@@ -42,8 +42,8 @@ def candidates(links: list[Link]) -> list[Link]:
     usable = [link for link in links if link.usable]
     if usable:
         return usable
-    latest = max(links, key=lambda link: link.last_heard)
-    return [latest] if latest.last_heard >= 0 else links
+    latest = max(links, key=lambda link: link.health.last_heard)
+    return [latest] if latest.health.last_heard >= 0 else links
 
 
 def assign(link: Link, size: int) -> None:

@@ -136,37 +136,44 @@ class Sender:
     def on_tun_packet(self, packet: bytes, now: float) -> None:
         self.stats["tun_in"] += 1
         flow, klass = self._classifier.classify(packet, now)
-        urgent = klass != BULK
         if klass == INTERACTIVE:
             self._interactive_until = now + INTERACTIVE_HOLD
         if wire.fragments_needed(len(packet), self._whole_max) > wire.MAX_FRAGMENTS:
             self.stats["too_big"] += 1
-            return
-        if urgent:  # ahead of every queued bulk packet
-            pieces = [packet]
-            if len(packet) > self._whole_max:
-                pieces = wire.split(packet, self._whole_max)
-                self.stats["fragmented"] += 1
-            fseq = self._take_fseq(flow)
-            for payload in pieces:
-                size = self.framing.data_size(len(payload))
-                link = self.choice.choose(Purpose.URGENT, size, now)
-                self.stats["urgent"] += 1
-                link.take_pace(size, now)
-                seq = self._take_seq()
-                self._send_data(link, flow, fseq, seq, payload, True, now)
-                if klass == INTERACTIVE and link.loss > DUPLICATE_LOSS:
-                    self._duplicate(link, flow, fseq, seq, payload, size, now)
-            return
-        # numbers are taken only once the tunnel has accepted the packet: a dropped packet
-        # must leave no gap in its flow's or the global sequence, or the receiver would hold
-        # the flow until every link (the slowest, sparsest too) showed the gap was never sent
+        elif klass == BULK:
+            self._bulk(packet, flow, now)
+        else:
+            self._urgent(packet, flow, klass == INTERACTIVE, now)
+
+    def _urgent(self, packet: bytes, flow: int, interactive: bool, now: float) -> None:
+        """Ahead of every queued bulk packet, on the link where it arrives first (and once
+        more on another while that link loses interactive packets)."""
+        pieces = [packet]
+        if len(packet) > self._whole_max:
+            pieces = wire.split(packet, self._whole_max)
+            self.stats["fragmented"] += 1
+        fseq = self._take_fseq(flow)
+        for payload in pieces:
+            size = self.framing.data_size(len(payload))
+            link = self.choice.choose(Purpose.URGENT, size, now)
+            self.stats["urgent"] += 1
+            link.take_pace(size, now)
+            seq = self._take_seq()
+            self._send_data(link, flow, fseq, seq, payload, True, now)
+            if interactive and link.loss > DUPLICATE_LOSS:
+                self._duplicate(link, flow, fseq, seq, payload, size, now)
+
+    def _bulk(self, packet: bytes, flow: int, now: float) -> None:
+        """Into the tunnel queue of the link the choice admits it to, cut into fragments if
+        it is larger than a datagram; dropped when every link's queue is full. Numbers are
+        taken only once the tunnel has accepted the packet: a dropped packet must leave no
+        gap in its flow's or the global sequence, or the receiver would hold the flow until
+        every link (the slowest, sparsest too) showed the gap was never sent."""
         full = self.framing.data_size(min(len(packet), self._whole_max))
-        admitted = self.choice.admit(full, now)
-        if admitted is None:
+        link = self.choice.admit(full, now)
+        if link is None:
             self.stats["queue_drops"] += 1
             return
-        link = admitted
         fseq = self._take_fseq(flow)
         room = self._room(link)
         if len(packet) <= room:
@@ -244,7 +251,7 @@ class Sender:
         pad = wire.encode_frame(wire.Pad(room - len(control) - 1))
         plaintext = stamp(now) + control + pad
         if self.send(link, plaintext, now, True) >= 0:
-            link.on_sent_expecting_answer(now, data=True)
+            link.health.on_sent_expecting_answer(now, data=True)
         self.stats["warmup_datagrams"] += 1
         return self.framing.wire_size(len(plaintext))
 
@@ -259,7 +266,7 @@ class Sender:
         counter = self.send(link, plaintext, now, True)
         if counter < 0:
             return
-        link.on_sent_expecting_answer(now, data=True)
+        link.health.on_sent_expecting_answer(now, data=True)
         self.history.record(link.id, counter, now, flow, fseq, seq, packet)
 
     def _duplicate(self, first: Link, flow: int, fseq: int, seq: int, payload: bytes, size: int,

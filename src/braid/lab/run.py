@@ -101,7 +101,9 @@ def _link_bytes(status: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _tunnel_run(lab: Lab, direction: str, emu_out: EmulatorOutput, progress: Progress
-                ) -> tuple[TransferResult, list[tuple[float, float]], dict[str, float], dict]:
+                ) -> tuple[TransferResult, list[tuple[float, float]], dict[str, float], dict, int]:
+    """The transfer, the pings' (send time, RTT), CPU seconds per process, bytes per link,
+    and how many pings got no reply."""
     sc, w = lab.scenario, lab.scenario.workload
     progress(f"braid: {w.kind} {direction} for {sc.duration_s:g} s")
     pids = lab.pids()
@@ -124,7 +126,7 @@ def _tunnel_run(lab: Lab, direction: str, emu_out: EmulatorOutput, progress: Pro
     after = _link_bytes(lab.status())
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
     per_link = {n: {k: after[n][k] - before[n][k] for k in after[n]} for n in after}
-    return transfer, rtts, cpu, per_link
+    return transfer, rtts, cpu, per_link, pinger.sent - len(rtts)
 
 
 def _link_events(workdir: Path) -> dict[str, list[str]]:
@@ -163,7 +165,7 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
             lab.start_braid()
             progress("braid: idle RTT through the tunnel")
             rtt_idle = ping_rtts(lab.ns, TUNNEL_GW, count=20, interval_ms=20)
-            transfer, rtts, cpu, per_link = _tunnel_run(lab, direction, emu_out, progress)
+            transfer, rtts, cpu, per_link, pings_lost = _tunnel_run(lab, direction, emu_out, progress)
             stats = emu_out.fetch_stats(lab)
             late = max((v.get("late_max_ms", 0) for v in stats.values()), default=0)
             flags = []
@@ -176,7 +178,7 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
             loss = {link.name: link.loss for link in sc.links}
             extra = {"workload": sc.workload.kind, "duration_s": sc.duration_s, "shaper": shaper,
                      "emulator_ok": not flags, "emulator_flags": flags,
-                     "emulator_late_max_ms": late,
+                     "emulator_late_max_ms": late, "pings_lost": pings_lost,
                      "events": [e["event"] | {"applied_at_s": e["t"]} for e in emu_out.events]}
             if transfer.udp_loss is not None:
                 extra["udp"] = {"loss": transfer.udp_loss, "jitter_ms": transfer.udp_jitter_ms}
