@@ -381,13 +381,15 @@ def test_blackholed_uplink_does_not_stop_the_transfer(tunnel):
     worker.start()
     time.sleep(4.0)
     tunnel.blackhole(0)  # the faster link goes silent mid-transfer
-    worker.join(timeout=60)
+    try:
+        worker.join(timeout=60)
+        states = {link["name"]: link["state"] for link in tunnel.status()["peers"][0]["links"]}
+    finally:
+        tunnel.heal_blackhole()  # the tests after this one find both links working
     intervals = [i["sum"]["bits_per_second"] / 1e6 for i in result["intervals"]]
     print("per-second Mbit/s with up0 blackholed at ~3.6 s:", [round(x, 1) for x in intervals])
     after = intervals[5:]
     assert min(after) > 0.3 * RATES[1], f"the transfer stalled after the blackhole: {intervals}"
-    states = {link["name"]: link["state"] for link in tunnel.status()["peers"][0]["links"]}
-    tunnel.heal_blackhole()  # the tests after this one find both links working
     assert states["l0"] in ("suspect", "down") and states["l1"] == "up"
     _wait_for(lambda: [lk["state"] for lk in tunnel.status()["peers"][0]["links"]] == ["up", "up"],
               10, "l0 back after the blackhole")

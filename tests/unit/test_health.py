@@ -74,7 +74,19 @@ def test_a_dead_send_direction_is_suspect_when_only_the_other_way_still_speaks()
     assert health.on_answered() is Health.UP and health.both_up
 
 
-def test_probes_and_a_lossy_way_back_do_not_suspect_the_send_direction():
+def test_a_heard_report_past_its_window_readmits_a_send_direction_suspected_for_no_answer():
+    health = _up()
+    health.on_sent_expecting_answer(1.0, data=True)
+    health.on_heard(1.1)
+    assert health.check_answer(1.0 + T, T, NO_GAP) is Health.SUSPECT
+    window = health.heard_window()
+    assert health.on_peer_report(1.0 + T + window - 0.001, True, T) is None  # may predate it
+    # past the window the peer heard the link after the unanswered data left: the link's
+    # receiver reports may be held back (a new address the gateway has not validated yet)
+    assert health.on_peer_report(1.0 + T + window, True, T) is Health.UP
+
+
+def test_probes_a_lossy_way_back_and_a_ramping_rate_do_not_suspect_the_send_direction():
     health = _up()
     health.on_sent_expecting_answer(1.0, data=False)  # a probe: an idle peer answers it late
     for k in range(1, 40):
@@ -85,6 +97,7 @@ def test_probes_and_a_lossy_way_back_do_not_suspect_the_send_direction():
         health.on_heard(2.0 + k * 0.01)
     # the way back lost a datagram after the data left: the answer may have been it
     assert health.check_answer(3.0, T, last_gap=2.05) is None
+    assert health.check_answer(3.0, T, last_gap=1.95, ramping=True) is None  # a startup's queue
     assert health.check_answer(3.0, T, last_gap=1.95) is Health.SUSPECT
 
 

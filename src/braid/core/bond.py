@@ -346,7 +346,7 @@ class Bond:
                 self.events.append(LinkStateChanged(link.name, changed, "rx", cause))
                 if changed is Health.SUSPECT and health.tx is Health.UP:
                     self._failover(link, now)
-            if health.check_answer(now, link.response_timeout(), link.report.last_gap) is not None:
+            if link.check_answer(now) is not None:
                 waited = (now - (health.data_unanswered_since or now)) * 1000
                 cause = f"nothing it sent was answered for {waited:.0f} ms"
                 self.events.append(LinkStateChanged(link.name, Health.SUSPECT, "tx", cause))

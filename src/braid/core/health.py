@@ -151,9 +151,8 @@ class LinkHealth:
         """The peer's HEARD report on the link (one it has heard this session). Returns the
         new send health if it changed."""
         if heard:
-            since = self.data_unanswered_since
-            if self.tx is Health.UP or (since is not None and now >= since + response_timeout):
-                return None  # (heard lately is a window: what was sent since went unanswered)
+            if self.tx is Health.UP or self._report_may_predate(now, response_timeout):
+                return None
             self.tx = Health.UP
             return self.tx
         if self.tx is Health.UP:
@@ -165,25 +164,37 @@ class LinkHealth:
             return self.tx
         return None
 
-    def check_answer(self, now: float, response_timeout: float, last_gap: float) -> Health | None:
+    def _report_may_predate(self, now: float, response_timeout: float) -> bool:
+        """Data sent on the link went unanswered, and "heard" in a HEARD report (heard within
+        the peer's window, about our heard_window) may still mean datagrams that left
+        before it: only a receiver report, or a HEARD report past that window, readmits."""
+        since = self.data_unanswered_since
+        if since is None:
+            return False
+        overdue = since + response_timeout
+        return overdue <= now < overdue + self.heard_window()
+
+    def check_answer(self, now: float, response_timeout: float, last_gap: float,
+                     ramping: bool = False) -> Health | None:
         """The send direction is suspect when data sent on the link went unanswered for the
         response timeout while the link still brought datagrams the other way, past half
         that timeout (with nothing heard since then, check_silence suspects the receive
         direction instead: the same deadline, the other side of the same line)."""
-        if now < self.answer_deadline(response_timeout, last_gap):
+        if now < self.answer_deadline(response_timeout, last_gap, ramping):
             return None
         self.tx = Health.SUSPECT
         self.tx_silent_since = now
         return self.tx
 
-    def answer_deadline(self, response_timeout: float, last_gap: float) -> float:
+    def answer_deadline(self, response_timeout: float, last_gap: float, ramping: bool = False) -> float:
         """When check_answer next has something to do (inf if nothing is awaited). Answers
         travel the way back: once that loses datagrams (`last_gap`: when a datagram last
         arrived past a counter gap; a full queue drops bursts), missing answers prove nothing
         about this direction, and only the peer's HEARD reports, which travel on every link,
-        tell it."""
+        tell it. Nor while the link's rate is `ramping` (its estimator's startup grows the
+        queue ahead of the answers by up to a round trip per round trip)."""
         since = self.data_unanswered_since
-        if (since is None or self.tx is not Health.UP or last_gap >= since
+        if (since is None or self.tx is not Health.UP or last_gap >= since or ramping
                 or self.last_heard < since + response_timeout / 2):
             return float("inf")
         return since + response_timeout

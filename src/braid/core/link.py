@@ -242,7 +242,11 @@ class Link:
         return self.health.silence_deadline(self.response_timeout())
 
     def answer_deadline(self) -> float:
-        return self.health.answer_deadline(self.response_timeout(), self.report.last_gap)
+        return self.health.answer_deadline(self.response_timeout(), self.report.last_gap, self.startup)
+
+    def check_answer(self, now: float) -> Health | None:
+        """The send direction's answer rule (core/health.py), with this link's path figures."""
+        return self.health.check_answer(now, self.response_timeout(), self.report.last_gap, self.startup)
 
     # ------------------------------------------------------------ estimators
 
