@@ -3,12 +3,12 @@
 Send side (core/sender.py): classify -> number (global seq, per-flow seq) -> tunnel queue
 -> scheduler picks a link -> plaintext handed to `transmit(link_id, plaintext) -> counter`
 (the session seals it). Receive side: plaintext frames -> feedback to estimators, probes
-to the links' send frontiers, data to the receiver (core/receiver.py: duplicate filter, fragments,
-per-flow reorder buffer) -> `delivered`. Recovery (core/recovery.py): a per-link counter
+to the links' send frontiers, data to the receiver (core/receiver.py: duplicate filter,
+fragments, per-flow reorder buffer) -> `delivered`. Recovery (core/recovery.py): a per-link counter
 gap makes the receiver send a NACK; the sender resends those packets on the best link. A
 link turning suspect has its unacknowledged recent packets resent on the others.
-Health: each link's directions are judged here from what is heard on it, what its
-receiver reports answer, and the peer's HEARD reports (core/link.py).
+Health: each link's two directions (core/health.py) are fed here with what is heard on
+it, the peer's receiver reports that answer what was sent on it, and its HEARD reports.
 Warm-up: a link that comes up unmeasured is kept busy with padding (while data leaves it
 idle) until its first startup has measured its capacity, or WARMUP_TIME passes; the first
 transfer then finds every link's rate already known instead of ramping from a guess.
