@@ -53,3 +53,5 @@ def test_counter_gaps_from_the_peer_cannot_make_it_send_nacks_without_bound():
     assert bond.stats["nacks_sent"] <= NACK_BURST + 1000 * 0.06
     assert bond.stats["nacks_limited"] > 0
     assert nack_datagrams <= 2 * bond.stats["nacks_sent"] + 10
+    # each gap, NACKed or rate-limited, is stamped for the send-health rule (core/health.py)
+    assert bond.links[0].report.last_gap == 0.1 + 4999 * 1e-5

@@ -213,7 +213,8 @@ def cmd_site(args: argparse.Namespace) -> int:
     back = "never" if ow["back_after"] is None else f"{ow['back_after'] * 1000:.0f} ms"
     out.print(f"the 4G's upstream dies during an upload: {ow['before_mbit']} Mbit/s before, back to "
               f"{OneWay.RECOVERED} of the fibre alone ({ow['fibre_alone_mbit']} Mbit/s, "
-              f"{OneWay.WINDOW} s mean) after {back}; the 4G meanwhile: {ow['lte_during']}")
+              f"{OneWay.WINDOW} s mean) after {back}, the worst whole second from 1 s after the cut "
+              f"{ow['worst_second_after']} Mbit/s; the 4G meanwhile: {ow['lte_during']}")
     out.print("Mbit/s per 0.1 s from the cut: " + " ".join(
         f"{m:g}" for t, m in ow["series"] if -0.5 < t <= 2.0))
     return 0

@@ -280,6 +280,7 @@ class Bond:
         highest = link.report.highest_counter
         if highest < 0 or counter <= highest + 1:
             return  # no gap (every datagram passes here: the call below is for gaps only)
+        link.report.last_gap = now  # the way back lost (or reordered) datagrams: see LinkHealth
         nack = self.recovery.on_gap(link.id, highest, counter, now)
         if nack is None:
             return

@@ -80,6 +80,13 @@ class LinkHealth:
     def heard_lately(self, now: float) -> bool:
         return self.last_heard >= 0 and now - self.last_heard < self.heard_window()
 
+    def _spoke_since(self, since: float, response_timeout: float) -> bool:
+        """The link brought a datagram the other way past half the response timeout after
+        `since`: the way back works (what arrived earlier could have left the peer before a
+        cut of both ways). The one line between blaming the receive direction for a missing
+        answer (check_silence) and the send direction (check_answer)."""
+        return self.last_heard >= since + response_timeout / 2
+
     # ------------------------------------------------------------ receive direction
 
     def _fire(self, event: HealthEvent) -> None:
@@ -116,9 +123,8 @@ class LinkHealth:
             quiet_since = max(quiet_since, self.quiet_from)
             deadline = quiet_since + self.heard_window()
             since = self.awaiting_since
-            if since is not None and not self.last_heard >= since + response_timeout / 2:
-                # unanswered, and nothing heard since soon after it was sent: the way back is
-                # the suspect (what arrived before could have left the peer before the cut)
+            if since is not None and not self._spoke_since(since, response_timeout):
+                # unanswered and the way back silent: it is the suspect
                 deadline = min(deadline, since + response_timeout)
             return deadline
         if self.rx is Health.SUSPECT:
@@ -195,7 +201,7 @@ class LinkHealth:
         queue ahead of the answers by up to a round trip per round trip)."""
         since = self.data_unanswered_since
         if (since is None or self.tx is not Health.UP or last_gap >= since or ramping
-                or self.last_heard < since + response_timeout / 2):
+                or not self._spoke_since(since, response_timeout)):
             return float("inf")
         return since + response_timeout
 

@@ -46,8 +46,8 @@ class ReceiveReport:
     since the last report, the highest AEAD counter (loss and recovery read it), and a
     smoothed one-way delay with its deviation (the reorder deadline reads them)."""
 
-    __slots__ = ("bytes", "highest_counter", "last_arrival", "last_gap", "last_sent", "last_ts", "owd_avg",
-                 "owd_dev", "owd_min", "packets", "pending")
+    __slots__ = ("bytes", "highest_counter", "last_arrival", "last_gap", "last_sent", "last_ts",
+                 "owd_avg", "owd_dev", "owd_min", "packets", "pending")
 
     def __init__(self) -> None:
         self.packets = 0
@@ -56,7 +56,7 @@ class ReceiveReport:
         self.last_arrival = 0.0
         self.owd_min: int | None = None  # us, since the last report
         self.highest_counter = -1
-        self.last_gap = -1.0  # when a datagram last arrived past a counter gap (loss, or reorder)
+        self.last_gap = -1.0  # when a datagram last arrived past a counter gap (Bond._detect_gap)
         self.pending = False  # data or a probe arrived that a report must answer
         self.last_sent = -1.0  # when the last report went out
         self.owd_avg: float | None = None  # us
@@ -78,8 +78,6 @@ class ReceiveReport:
             self.owd_avg += err / 16
             self.owd_dev += (abs(err) - self.owd_dev) / 8
         if counter > self.highest_counter:
-            if counter > self.highest_counter + 1 >= 1:
-                self.last_gap = now
             self.highest_counter = counter
         if wants_feedback:
             self.pending = True
@@ -190,11 +188,11 @@ class Link:
                 f"queued={self.queued_bytes}B startup={self.startup})")
 
     def snapshot(self, now: float) -> LinkSnapshot:
-        measured = self.srtt is not None
+        srtt = self.srtt
         return LinkSnapshot(
             self.name, self.id, self.state.value, self.health.rx.value, self.health.tx.value,
-            self.role, self.standby, _ms(self.srtt), _ms(self.rttvar if measured else None),
-            _ms(self.min_rtt.get(self.srtt) if self.srtt is not None else None),
+            self.role, self.standby, _ms(srtt), _ms(None if srtt is None else self.rttvar),
+            _ms(None if srtt is None else self.min_rtt.get(srtt)),
             round(self.loss, 4), round(self.capacity()), round(self.pace_rate),
             _ms(self.queue_delay()), _ms(self.queue_target()), _ms(self.delay_noise),
             round(self.recent_rate), self.startup, self.est.mode.value, self.est.overdriven,

@@ -333,6 +333,7 @@ class OneWay:
     series: list[tuple[float, float]]  # (seconds from the cut to an interval's end, Mbit/s)
     back_after: float | None  # seconds from the cut until goodput is back to RECOVERED x fibre
     lte_during: dict[str, str]  # the 4G's state per direction (braid status) 1.5 s after the cut
+    worst_second_after: float | None  # the lowest whole second's mean from 1 s after the cut
 
     RECOVERED = 0.8
     WINDOW = 0.5  # goodput is judged over this long (one 0.1 s interval is one TCP burst)
@@ -348,8 +349,12 @@ class OneWay:
             if statistics.mean(m for _, m in after[i:i + n]) >= cls.RECOVERED * fibre:
                 back = round(after[i + n - 1][0], 2)  # the end of the first window back
                 break
+        late = [m for t, m in after if t >= 1.0 + INTERVAL]  # intervals wholly 1 s after the cut
+        per_s = round(1.0 / INTERVAL)
+        whole = [statistics.mean(late[i:i + per_s]) for i in range(0, len(late) - per_s + 1, per_s)]
         return cls(round(fibre, 1), round(statistics.mean(before or [0.0]), 1),
-                   [(round(t, 2), round(m, 1)) for t, m in series], back, during)
+                   [(round(t, 2), round(m, 1)) for t, m in series], back, during,
+                   round(min(whole), 1) if whole else None)
 
 
 INTERVAL = 0.1  # iperf3's shortest report interval
