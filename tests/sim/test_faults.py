@@ -218,7 +218,7 @@ def test_a_misconfigured_client_and_gateway_say_why_nothing_works():
     t = 0.0
     while t < 8.0:
         client.on_timer(t)
-        for dg in client.datagrams_to_send():
+        for dg in client.datagrams_to_send(t):
             gw.on_datagram(("198.51.100.7", 40211), dg.data, t)
         t = max(t + 0.01, client.next_deadline())
     refused = [e for e in _lines(gw) if "refused: unknown key" in e]

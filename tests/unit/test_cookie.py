@@ -66,7 +66,7 @@ def test_under_load_initiations_without_a_cookie_get_a_cookie_reply_and_no_diffi
     for i in range(15_000):  # one second of a 15,000/s flood, half junk, half unknown keys
         t = i / 15_000
         gw.on_datagram((f"203.0.113.{i % 200}", 1000 + i % 7), (flood if i % 2 else junk)[i % 20], t)
-    replies = gw.datagrams_to_send()
+    replies = gw.datagrams_to_send(t)
     diffie_hellman = gw.counters["unknown_client"] + gw.counters["handshake_failed"]
     print(f"of 15,000 initiations in one second: {diffie_hellman} reached Diffie-Hellman, "
           f"{gw.counters['bad_mac']} failed mac1, {gw.counters['cookie_replies']} cookie replies")

@@ -43,27 +43,27 @@ class Pair:
     def timer(self, dt: float) -> None:
         self.now += dt
         self.client.on_timer(self.now)
-        inits = [dg.data for dg in self.client.datagrams_to_send() if dg.data[0] == 1]
+        inits = [dg.data for dg in self.client.datagrams_to_send(self.now) if dg.data[0] == 1]
         responses = []
         for data in inits:
             self.gateway.on_datagram(ADDR, data, self.now)
-            responses += [dg.data for dg in self.gateway.datagrams_to_send() if dg.data[0] == 2]
+            responses += [dg.data for dg in self.gateway.datagrams_to_send(self.now) if dg.data[0] == 2]
         if inits:
             self.rounds.append(responses)
 
     def deliver_response(self, round_index: int) -> None:
         if self.rounds and self.rounds[round_index]:
             self.client.on_datagram(0, self.rounds[round_index][0], self.now)
-        for dg in self.client.datagrams_to_send():  # its first datagrams confirm the keys
+        for dg in self.client.datagrams_to_send(self.now):  # its first datagrams confirm the keys
             if dg.data[0] == 3:
                 self.gateway.on_datagram(ADDR, dg.data, self.now)
 
     def transport_from_gateway(self) -> None:
         self.gateway.on_tun_packet(udp_packet(1, src="10.77.0.1", dst="10.77.0.2", size=100), self.now)
         self.gateway.on_timer(self.now)
-        for dg in self.gateway.datagrams_to_send():
+        for dg in self.gateway.datagrams_to_send(self.now):
             self.client.on_datagram(dg.link_id, dg.data, self.now)
-        self.client.datagrams_to_send()
+        self.client.datagrams_to_send(self.now)
 
 
 def _in_state(name: str) -> Pair:

@@ -1,6 +1,14 @@
+from braid.core import wire
 from braid.core.estimator import INITIAL_RATE, RESTARTUP_GAIN, STARTUP_GAIN
 from braid.core.health import READMIT_GOOD, Health
 from braid.core.link import Link, LinkConfig
+
+
+def _feedback(link: Link, now: float, now_us: int, echo_ts: int, hold_us: int, rx_time_us: int,
+              rx_bytes: int, rx_packets: int, owd_min_us: int, highest: int) -> None:
+    """A receiver report about `link`, arriving at `now` (`now_us` in the link's clock)."""
+    link.on_feedback(wire.Feedback(link.id, rx_packets, rx_bytes, echo_ts, hold_us, rx_time_us,
+                                   owd_min_us, highest), now, now_us)
 
 
 def _up_link(now: float = 0.0) -> Link:
@@ -21,7 +29,7 @@ def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):
         # and each report echoes a timestamp 20 ms old: a 20 ms round trip
         link.on_sent(bytes_per_20ms, k * 0.02 - 0.01, data=driven)
         now_us = int(k * 20_000)
-        link.on_feedback(k * 0.02, now_us, now_us - 20_000, 0, state["t"], state["rx"], k * 20,
+        _feedback(link, k * 0.02, now_us, now_us - 20_000, 0, state["t"], state["rx"], k * 20,
                          owd_us, k * 20)
     return state
 
@@ -71,15 +79,15 @@ def test_jitter_on_an_idle_link_is_not_read_as_congestion():
         t_us += 20_000
         rx += 2_500
         link.on_sent(2_500, k * 0.02 - 0.01, data=False)
-        link.on_feedback(k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
+        _feedback(link, k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
     assert link.capacity() >= 0.95 * INITIAL_RATE  # kept, not cut for "congestion"
     assert link.queue_target() > 0.005
 
 
 def test_loss_estimate_from_counters():
     link = _up_link()
-    link.on_feedback(0.0, 0, 0, 0, 0, 0, 0, 0, 0)
-    link.on_feedback(0.1, 0, 0, 0, 100_000, 0, 970, 0, 1000)  # 970 of 1000 arrived
+    _feedback(link, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
+    _feedback(link, 0.1, 0, 0, 0, 100_000, 0, 970, 0, 1000)  # 970 of 1000 arrived
     assert abs(link.loss - 0.03) < 0.005
 
 
@@ -136,7 +144,6 @@ def test_a_reserved_link_drains_more_than_a_packet_of_queue():
 
 
 def test_one_way_delay_and_delivery_time_use_the_kernel_arrival_not_the_read_time():
-    from braid.core import wire
     from braid.core.bond import Bond
 
     sent: list[bytes] = []
@@ -147,7 +154,8 @@ def test_one_way_delay_and_delivery_time_use_the_kernel_arrival_not_the_read_tim
     link = bond.links[0]
     assert link.report.owd_min == 10_000
     bond.on_timer(1.2)  # feedback is due
-    reports = [f for p in sent for f in wire.decode_plaintext(p)[1] if isinstance(f, wire.Feedback)]
+    reports = [f for p in sent for f in wire.decode_plaintext(wire.INNER_TS.pack(0) + p)[1]
+               if isinstance(f, wire.Feedback)]
     assert reports and reports[-1].rx_time_us == 1_000_000
     assert abs(reports[-1].echo_hold_us - 200_000) <= 1  # the read lag is the peer's hold, not path RTT
 
@@ -201,7 +209,7 @@ def test_a_receiver_report_cannot_claim_more_than_was_sent():
         link.on_sent(25_000, k * 0.02, data=True)  # 10 Mbit/s sent
         rx += 2_500_000  # ... and 1 Gbit/s "received"
         t_us += 20_000
-        link.on_feedback(k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)
+        _feedback(link, k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)
     # what was sent, plus at most a one-time slack: the bytes sent before the first report
     # (they may still have been in flight then)
     assert link.capacity() <= 13e6
@@ -378,7 +386,6 @@ def test_reading_the_pacing_rate_changes_nothing():
 
 
 def test_a_receive_report_builds_its_feedback_and_starts_over():
-    from braid.core import wire
     from braid.core.link import ReceiveReport
     from braid.core.timers import FEEDBACK_INTERVAL
 

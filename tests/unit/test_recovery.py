@@ -58,8 +58,6 @@ def test_a_failed_link_leaves_what_the_peer_has_not_acknowledged():
     rec.history.acknowledge(1, 14)
     assert [item[2] for item in rec.history.take_unacknowledged(1, 0.2)] == [115, 116, 117, 118, 119]
     assert rec.history.take_unacknowledged(1, 0.2) == []  # taken once
-    rec.history.forget()  # new keys: counters start over
-    assert rec.on_nack(wire.Nack(1, (3,)), 0.2, (0, 9)) == []
 
 
 def test_a_nack_holds_gaps_for_a_round_trip_of_its_links():

@@ -16,8 +16,8 @@ class Wire:
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[wire.Frame]]] = []
 
-    def __call__(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
-        self.sent.append((link.name, wire.decode_plaintext(plaintext)[1]))
+    def __call__(self, link: Link, frames: bytes, now: float, data: bool) -> int:
+        self.sent.append((link.name, wire.decode_plaintext(wire.INNER_TS.pack(0) + frames)[1]))
         return len(self.sent) - 1
 
     def data(self) -> list[tuple[str, wire.Data]]:

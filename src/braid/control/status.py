@@ -43,7 +43,8 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     counters.update({
         "rx_datagrams": peer.stats.rx_datagrams, "tx_datagrams": peer.stats.tx_datagrams,
         "forged": peer.stats.forged, "replayed": peer.stats.replayed,
-        "expired_keys": peer.stats.expired_keys,
+        "expired_keys": peer.stats.expired_keys, "stale": peer.stats.stale,
+        "unsent": peer.stats.unsent,
         "address_limited": peer.sources.limited,  # not sent: an unvalidated address's 3x budget
         "reorder_held": bond.reorder.held, "reorder_held_bytes": bond.reorder.held_bytes,
         "reorder_limit_bytes": bond.reorder.max_bytes, "gaps_lost": bond.reorder.gaps_lost,

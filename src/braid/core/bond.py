@@ -1,12 +1,13 @@
 """The multipath data plane of one tunnel (one client <-> gateway pair), without crypto.
 
 Send side (core/sender.py): classify -> number (global seq, per-flow seq) -> tunnel queue
--> scheduler picks a link -> plaintext handed to `transmit(link_id, plaintext) -> counter`
-(the session seals it). Receive side: plaintext frames -> feedback to estimators, probes
-to the links' send frontiers, data to the receiver (core/receiver.py: duplicate filter,
-fragments, per-flow reorder buffer) -> `delivered`. Recovery (core/recovery.py): a per-link counter
-gap makes the receiver send a NACK; the sender resends those packets on the best link. A
-link turning suspect has its unacknowledged recent packets resent on the others.
+-> scheduler picks a link -> frames handed to `transmit(link_id, frames) -> packet number`
+(the session numbers them per link, and stamps and seals them when the daemon pulls
+them). Receive side: plaintext frames -> feedback to estimators, probes to the links' send
+frontiers, data to the receiver (core/receiver.py: duplicate filter, fragments, per-flow
+reorder buffer) -> `delivered`. Recovery (core/recovery.py): a gap in a link's packet
+numbers makes the receiver send a NACK; the sender resends those packets on the best
+link. A link turning suspect has its unacknowledged recent packets resent on the others.
 Health: each link's two directions (core/health.py) are fed here with what is heard on
 it, the peer's receiver reports that answer what was sent on it, and its HEARD reports.
 Warm-up: a link that comes up unmeasured is kept busy with padding (while data leaves it
@@ -28,7 +29,7 @@ from .recovery import Item, Recovery
 from .reorder import ReorderBuffer
 from .replay import SEQ_MOD, seq_diff
 from .scheduler import make_scheduler
-from .sender import DEFAULT_QUEUE_LIMIT, Framing, Sender, stamp
+from .sender import DEFAULT_QUEUE_LIMIT, Framing, Sender
 from .timers import (
     FEEDBACK_INTERVAL,
     HEARD_INTERVAL,
@@ -157,17 +158,18 @@ class Bond:
                 standby |= 1 << lk.id
         return wire.encode_frame(wire.Heard(known, up, standby))
 
-    def _send(self, link: Link, plaintext: bytes, now: float, data: bool) -> int:
-        counter = self.transmit(link.id, plaintext)
-        if counter < 0:  # not sent (no keys, or no address with budget): nothing is counted, or
-            return counter  # the estimator would read it as lost
-        link.on_sent(self.wire_size(len(plaintext)), now, data)
+    def _send(self, link: Link, frames: bytes, now: float, data: bool) -> int:
+        """Hand a datagram's frames to the session; returns its packet number, or -1."""
+        number = self.transmit(link.id, frames)
+        if number < 0:  # not sent (no keys, or no address with budget): nothing is counted, or
+            return number  # the estimator would read it as lost
+        link.on_sent(self.wire_size(wire.INNER_TS_LEN + len(frames)), now, data)
         if data:
             self._last_data = now
-        return counter
+        return number
 
     def _send_control(self, link: Link, frames: bytes, now: float) -> None:
-        self._send(link, stamp(now) + frames, now, data=False)
+        self._send(link, frames, now, data=False)
 
     def _failover(self, link: Link, now: float) -> None:
         """A link went quiet: move its queue to the others and resend what it carried
@@ -269,8 +271,7 @@ class Bond:
         link = self._by_id.get(fb.link)
         if link is None:
             return
-        link.on_feedback(now, now_us, fb.echo_ts, fb.echo_hold_us, fb.rx_time_us, fb.rx_bytes,
-                         fb.rx_packets, fb.owd_min_us, fb.highest_counter)
+        link.on_feedback(fb, now, now_us)
         if link.health.on_answered() is not None:
             link.readmit(now)
             self.events.append(LinkStateChanged(link.name, Health.UP, "tx", "what it sent is answered"))
@@ -445,18 +446,10 @@ class Bond:
     def queue_length(self) -> int:
         return self.tx.queue_length()
 
-    def on_new_send_keys(self) -> None:
-        """Counters restart under new keys: forget the counter-indexed send history."""
-        self._history.forget()
-
     def reset_receive(self) -> None:
-        """The peer restarted: its sequence numbers start over."""
+        """The peer restarted: its sequence and packet numbers start over."""
         self.rx.reset()
         self._report_ts = None
         for link in self.links:
             link.sent_below_known = False
             link.on_peer_restart()
-
-    def on_new_recv_keys(self) -> None:
-        for link in self.links:
-            link.on_new_session()

@@ -78,13 +78,10 @@ class ClientCore:
 
     # ------------------------------------------------------------------ outputs
 
-    def datagrams_to_send(self) -> list[Datagram]:
-        """Every datagram made since the last call (each one once)."""
-        out = self.peer.out
-        if not out:
-            return []
-        self.peer.out = []
-        return out
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        """Every datagram made since the last call (each one once), grouped by link;
+        transport ones stamped with `now` (the time they leave) and sealed."""
+        return self.peer.datagrams_to_send(now)
 
     def packets_to_deliver(self) -> list[bytes]:
         """Every inner packet released since the last call, for the TUN (each one once)."""

@@ -94,7 +94,7 @@ class GatewayCore:
         self._told: dict[str, tuple[float, int]] = {}  # event kind -> (last told, not told since)
         # per client, the last response: (when, its initiation's wall_us, links it went on, bytes)
         self._answered: dict[str, tuple[float, int, set[int], bytes]] = {}
-        self.datagrams: list[Datagram] = []  # handshake responses (transport ones: peer.out)
+        self.datagrams: list[Datagram] = []  # handshake answers (transport ones: each peer's)
         self.delivered: list[bytes] = []
         self._events: deque[Event] = deque()
         self._cookies = CookieChecker(noise.public_key(params.private_key), random, now)
@@ -377,12 +377,12 @@ class GatewayCore:
         return min((p.bond.next_deadline() for p in self.peers.values() if p.established),
                    default=float("inf"))
 
-    def datagrams_to_send(self) -> list[Datagram]:
-        """Every datagram made since the last call, of every client (each one once)."""
-        out = self.datagrams
-        self.datagrams = []
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        """Every datagram made since the last call, of every client (each one once):
+        handshake answers first, then each client's grouped by link, transport ones
+        stamped with `now` (the time they leave) and sealed."""
+        out, self.datagrams = self.datagrams, []
         for peer in self.peers.values():
-            if peer.out:
-                out.extend(peer.out)
-                peer.out.clear()
+            if peer.has_outgoing():
+                out += peer.datagrams_to_send(now)
         return out

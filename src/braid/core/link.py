@@ -248,16 +248,17 @@ class Link:
 
     # ------------------------------------------------------------ estimators
 
-    def on_feedback(self, now: float, now_us: int, echo_ts: int, hold_us: int, rx_time_us: int,
-                    rx_bytes: int, rx_packets: int, owd_min_us: int, highest_counter: int) -> None:
-        rtt_us = ((now_us - echo_ts) & (SEQ_MOD - 1)) - hold_us
+    def on_feedback(self, fb: wire.Feedback, now: float, now_us: int) -> None:
+        """The peer's receiver report about this link arrived (`now_us`: its arrival, in
+        this end's clock, which the report's echoed timestamp is in)."""
+        age_us = (now_us - fb.echo_ts) & (SEQ_MOD - 1)
+        rtt_us = age_us - fb.echo_hold_us
         if 0 < rtt_us < 10_000_000:
             self._on_rtt(now, rtt_us / 1e6)
-        age_us = (now_us - echo_ts) & (SEQ_MOD - 1)
         sent_at = now - age_us / 1e6 if age_us < 10_000_000 else None
-        self.est.on_delivery(now, rx_time_us, self._credited_rx(rx_bytes), sent_at)
-        self.owd_recent = owd_min_us
-        self.owd_base.update(now, owd_min_us)
+        self.est.on_delivery(now, fb.rx_time_us, self._credited_rx(fb.rx_bytes), sent_at)
+        self.owd_recent = fb.owd_min_us
+        self.owd_base.update(now, fb.owd_min_us)
         queue = self.queue_delay()
         if queue is not None:
             rtt = self.srtt if self.srtt is not None else UNKNOWN_RTT
@@ -267,7 +268,7 @@ class Link:
             if not idle:
                 self._busy_queue = queue
             self.est.on_queue(now, queue, data_idle=idle)
-        self._on_loss(rx_packets, highest_counter)
+        self._on_loss(fb.rx_packets, fb.highest_counter)
         self.est.on_phase_clock(now, self.srtt)
         self.refresh()
         self._peak.update(now, self.capacity())
@@ -400,9 +401,7 @@ class Link:
     # ------------------------------------------------------------ receive side bookkeeping
 
     def on_peer_restart(self) -> None:
+        """The peer's packet numbers and its report counts start over."""
         self.health.on_peer_restart()
-
-    def on_new_session(self) -> None:
-        """AEAD counters restart with a new session: restart counter-based loss accounting."""
         self.report.highest_counter = -1
         self._loss_base = None

@@ -1,10 +1,12 @@
 """Local recovery inside the tunnel, without I/O or link choice (the bond sends, the
 scheduler chooses links):
-- `SendHistory`: what each link recently carried, by AEAD counter. A NACK names counters
-  the receiver never got, a failed link leaves its unacknowledged counters; either way the
-  packets are taken out (once) to be sent again on another link.
-- `Recovery`: that history, plus the receive side's gap rule (a counter gap on a link ->
-  the NACK to send, rate-limited) and how long a NACKed gap holds the reorder buffer."""
+- `SendHistory`: what each link recently carried, by the link's packet number (which new
+  keys do not restart: core/session.py). A NACK names numbers the receiver never got, a
+  failed link leaves its unacknowledged ones; either way the packets are taken out (once)
+  to be sent again on another link.
+- `Recovery`: that history, plus the receive side's gap rule (a gap in a link's packet
+  numbers -> the NACK to send, rate-limited) and how long a NACKed gap holds the reorder
+  buffer."""
 
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ class SendHistory:
         sent, order = self._sent[link_id], self._order[link_id]
         sent[counter] = _Sent(now, flow, fseq, seq, packet)
         order.append(counter)
-        if len(order) > RING_SIZE:
+        # at most RING_SIZE, none past RESEND_AGE (new keys no longer clear it: a slow flow's
+        # packets would sit there for hours)
+        while len(order) > RING_SIZE or now - sent[order[0]].t >= RESEND_AGE:
             sent.pop(order.popleft(), None)
 
     def acknowledge(self, link_id: int, highest_counter: int) -> None:
@@ -75,13 +79,6 @@ class SendHistory:
     def drop_link(self, link_id: int) -> None:
         for table in (self._sent, self._order, self._acked):
             table.pop(link_id, None)
-
-    def forget(self) -> None:
-        """New keys restart the counters: the history no longer matches them."""
-        for link_id in self._sent:
-            self._sent[link_id].clear()
-            self._order[link_id].clear()
-            self._acked[link_id] = -1
 
 
 class Recovery:

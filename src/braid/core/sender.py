@@ -77,11 +77,6 @@ class Framing:
         return min(wire.whole_mtu(link.config.mtu, self.outer_ipv6) for link in links)
 
 
-def stamp(now: float) -> bytes:
-    """The sender's timestamp that opens every transport plaintext."""
-    return wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
-
-
 class Sender:
     def __init__(self, links: list[Link], scheduler: Scheduler, framing: Framing, history: SendHistory,
                  stats: dict[str, int], send: Send, control_for: ControlFor, *,
@@ -248,12 +243,11 @@ class Sender:
         its size on the wire."""
         room = wire.DATA_HEADER_LEN + self._room(link)
         control = self.control_for(link, now, room - 1)
-        pad = wire.encode_frame(wire.Pad(room - len(control) - 1))
-        plaintext = stamp(now) + control + pad
-        if self.send(link, plaintext, now, True) >= 0:
+        frames = control + wire.encode_frame(wire.Pad(room - len(control) - 1))
+        if self.send(link, frames, now, True) >= 0:
             link.health.on_sent_expecting_answer(now, data=True)
         self.stats["warmup_datagrams"] += 1
-        return self.framing.wire_size(len(plaintext))
+        return self.framing.wire_size(wire.INNER_TS_LEN + len(frames))
 
     def _send_data(self, link: Link, flow: int, fseq: int, seq: int, packet: bytes,
                    unordered: bool, now: float) -> None:
@@ -261,13 +255,11 @@ class Sender:
         tell the receiver that every lower seq assigned to this link has been sent."""
         body = wire.encode_data_header(flow, fseq, seq, unordered) + packet
         room = self.framing.max_plain(link.config.mtu) - wire.INNER_TS_LEN - len(body)
-        control = self.control_for(link, now, room)
-        plaintext = stamp(now) + control + body
-        counter = self.send(link, plaintext, now, True)
-        if counter < 0:
+        number = self.send(link, self.control_for(link, now, room) + body, now, True)
+        if number < 0:
             return
         link.health.on_sent_expecting_answer(now, data=True)
-        self.history.record(link.id, counter, now, flow, fseq, seq, packet)
+        self.history.record(link.id, number, now, flow, fseq, seq, packet)
 
     def _duplicate(self, first: Link, flow: int, fseq: int, seq: int, payload: bytes, size: int,
                    now: float) -> None:

@@ -1,13 +1,21 @@
 """A tunnel peer: transport keys (sealing, replay windows, rekey limits) around a Bond.
 
-Nonces come from counters, one counter per link per key set, so each link's counter is
-also its sequence number for loss detection; the replay window is per link too.
+Each link numbers the datagrams it sends, one number space per link for the whole session
+(its packet number, the transport header's counter): new keys do not restart it, as QUIC's
+packet numbers go on across a key update. The nonce is built from it (unique under each
+key, since no number is used twice), the receiver detects loss from its gaps and NACKs
+name it, so the sender's history of what each link carried (core/recovery.py) survives a
+rekey. Only a restarted peer starts its numbers over (it says so in its handshake).
+
+The bond hands plaintexts to `transmit`, which gives them their number; they are stamped
+with the send time and sealed when the daemon pulls them (`datagrams_to_send(now)`), so the
+peer's delay measures do not count the time spent building the rest of the batch.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -34,6 +42,15 @@ class Datagram(NamedTuple):
     data: bytes
 
 
+class Outgoing(NamedTuple):
+    """A transport datagram numbered but not yet stamped and sealed."""
+
+    link_id: int
+    addr: Address | None
+    number: int  # the link's packet number (the nonce's counter)
+    frames: bytes  # the plaintext after its timestamp
+
+
 def transport_nonce(link_id: int, counter: int) -> bytes:
     return b"\x00\x00\x00" + bytes((link_id,)) + struct.pack("<Q", counter)
 
@@ -47,17 +64,16 @@ class Keypair:
         self.local_index = local_index
         self.remote_index = remote_index
         self.created = created
-        self._counters: dict[int, int] = {}
+        self.sealed = 0  # datagrams sealed with these keys (rekey after REKEY_AFTER_MESSAGES)
         self._windows: dict[int, ReplayWindow] = {}
         self.confirmed = False  # responder: peer proved it has the keys
+        self.stale = False  # keys of a peer instance that has since restarted
 
-    def seal(self, link_id: int, plaintext: bytes) -> tuple[bytes, int]:
-        counter = self._counters.get(link_id, 0)
-        if counter > REJECT_AFTER_MESSAGES:
-            raise OverflowError("nonce space exhausted")
-        self._counters[link_id] = counter + 1
+    def seal(self, link_id: int, counter: int, plaintext: bytes) -> bytes:
+        """`counter`: the link's packet number, never used before by this session."""
+        self.sealed += 1
         header = wire.encode_transport_header(self.remote_index, link_id, counter)
-        return header + self._send.encrypt(transport_nonce(link_id, counter), plaintext, header), counter
+        return header + self._send.encrypt(transport_nonce(link_id, counter), plaintext, header)
 
     def open(self, header: wire.TransportHeader, data: bytes) -> bytes | None:
         """Plaintext, or None if replayed; raises InvalidTag if forged."""
@@ -74,10 +90,14 @@ class Keypair:
 
     def needs_rekey(self, now: float) -> bool:
         return (now >= self.created + REKEY_AFTER_TIME
-                or max(self._counters.values(), default=0) > REKEY_AFTER_MESSAGES)
+                or self.sealed > REKEY_AFTER_MESSAGES)
 
     def expired(self, now: float) -> bool:
         return now - self.created > REJECT_AFTER_TIME
+
+
+def _by_link(d: Datagram) -> int:
+    return d.link_id
 
 
 def link_table(links: list[LinkConfig]) -> tuple[str, ...]:
@@ -95,7 +115,8 @@ class PeerStats:
     forged: int = 0
     replayed: int = 0
     expired_keys: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    stale: int = 0  # opened with keys of a peer instance that has since restarted: dropped
+    unsent: int = 0  # numbered, but the keys expired before the daemon pulled them
 
 
 class Peer:
@@ -110,7 +131,7 @@ class Peer:
         self.name = name
         self.learns_addresses = learns_addresses  # gateway: reply to authenticated sources
         self.link_names = link_table(links)
-        self.bond = Bond(links, now, self._seal, scheduler=scheduler, queue_limit=queue_limit,
+        self.bond = Bond(links, now, self.transmit, scheduler=scheduler, queue_limit=queue_limit,
                          outer_ipv6=outer_ipv6, warmup=warmup, decides_standby=not learns_addresses)
         self.current: Keypair | None = None
         self.previous: Keypair | None = None
@@ -120,10 +141,11 @@ class Peer:
         if learns_addresses and random is None:
             raise ValueError("a peer that learns addresses needs `random` for its challenges")
         self.sources = Sources(random or (lambda n: bytes(n)))
-        self.out: list[Datagram] = []
+        self.out: list[Datagram] = []  # ready to leave (handshakes)
+        self._outbox: list[Outgoing] = []  # transport datagrams to stamp and seal when pulled
+        self._numbers: dict[int, int] = {}  # link id -> its next packet number
         self.stats = PeerStats()
         self._ip_overhead = (wire.IPV6_HEADER if outer_ipv6 else wire.IPV4_HEADER) + wire.UDP_HEADER
-        self._last_recv_keys: Keypair | None = None
         self.last_authenticated = now  # when a datagram from the peer last opened (or keys came)
 
     def set_links(self, links: list[LinkConfig], names: tuple[str, ...], now: float
@@ -152,23 +174,47 @@ class Peer:
             if self.previous is not None:
                 self.retired.append(self.previous)
             self.previous, self.current = self.current, keypair
-            self.bond.on_new_send_keys()
         else:
             self.pending = keypair
 
-    def _seal(self, link_id: int, plaintext: bytes) -> int:
-        kp = self.current
-        if kp is None:
+    def transmit(self, link_id: int, frames: bytes) -> int:
+        """Queue a transport datagram on a link (`frames`: its plaintext after the
+        timestamp); returns its packet number, or -1 if it cannot leave (no keys; at the
+        gateway, no address known for the link or none with budget for its size)."""
+        if self.current is None:
             return -1
         addr = None
         if self.learns_addresses:
-            addr = self.sources.pick(link_id, len(plaintext) + SEAL_OVERHEAD)
+            addr = self.sources.pick(link_id, wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD)
             if addr is None:
-                return -1  # no address known for the link yet, or none with budget
-        data, counter = kp.seal(link_id, plaintext)
-        self.out.append(Datagram(link_id, addr, data))
-        self.stats.tx_datagrams += 1
-        return counter
+                return -1
+        number = self._numbers.get(link_id, 0)
+        if number > REJECT_AFTER_MESSAGES:
+            raise OverflowError("the link's packet numbers are exhausted")
+        self._numbers[link_id] = number + 1
+        self._outbox.append(Outgoing(link_id, addr, number, frames))
+        return number
+
+    def has_outgoing(self) -> bool:
+        return bool(self.out or self._outbox)
+
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        """Every datagram made since the last call (each once), grouped by link in the
+        order made; transport ones stamped with `now` and sealed with the current keys."""
+        out, self.out = self.out, []
+        outbox, self._outbox = self._outbox, []
+        kp = self.current
+        if outbox and kp is None:  # the keys expired since: the numbers go unused
+            self.stats.unsent += len(outbox)
+        elif outbox and kp is not None:
+            ts = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF)
+            seal = kp.seal
+            out += [Datagram(o.link_id, o.addr, seal(o.link_id, o.number, ts + o.frames))
+                    for o in outbox]
+            self.stats.tx_datagrams += len(outbox)
+        if len(out) > 1:
+            out.sort(key=_by_link)  # stable: each link's datagrams stay in order
+        return out
 
     def learn_address(self, link_id: int, addr: Address, size: int, now: float) -> None:
         """An authenticated datagram of `size` bytes came from addr on a link: reply there
@@ -182,18 +228,19 @@ class Peer:
         if kp is None:
             return
         for link_id, addr, token in self.sources.challenges(now):
-            plaintext = wire.INNER_TS.pack(int(now * 1e6) & 0xFFFFFFFF) + wire.encode_frame(
-                wire.Challenge(token))
-            if self.sources.charge(link_id, addr, len(plaintext) + SEAL_OVERHEAD):
-                data, _ = kp.seal(link_id, plaintext)
-                self.out.append(Datagram(link_id, addr, data))
-                self.stats.tx_datagrams += 1
+            frames = wire.encode_frame(wire.Challenge(token))
+            if self.sources.charge(link_id, addr, wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD):
+                number = self._numbers.get(link_id, 0)
+                self._numbers[link_id] = number + 1
+                self._outbox.append(Outgoing(link_id, addr, number, frames))
 
     def set_remote_instance(self, instance: int) -> bool:
         """The peer's instance id from a handshake; True when it restarted (state reset)."""
         restarted = self.remote_instance is not None and instance != self.remote_instance
         self.remote_instance = instance
-        if restarted:
+        if restarted:  # its numbers start over; what its old keys still bring is from before
+            for kp in self.keypairs():
+                kp.stale = True
             self.bond.reset_receive()
         return restarted
 
@@ -211,14 +258,14 @@ class Peer:
         if plain is None:
             self.stats.replayed += 1
             return False
+        if keypair.stale:  # sent before the peer restarted: its numbers are of another life
+            self.stats.stale += 1
+            return False
         self.stats.rx_datagrams += 1
         self.last_authenticated = now
         if keypair is self.pending:
             self.pending = None
             self.install(keypair, confirmed=True)
-        if keypair is not self._last_recv_keys:
-            self._last_recv_keys = keypair
-            self.bond.on_new_recv_keys()
         self.bond.on_plaintext(header.link_id, plain, len(data) + self._ip_overhead,
                                header.counter, now, arrival)
         if self.bond.echoes:

@@ -319,7 +319,7 @@ class ClientDaemon(DaemonBase):
 
     def _send(self) -> None:
         send = self.uplinks.send
-        for dg in self.core.datagrams_to_send():
+        for dg in self.core.datagrams_to_send(time.monotonic()):  # stamped as they leave
             try:
                 send(dg.link_id, dg.data)
             except OSError as exc:

@@ -64,15 +64,17 @@ def bring_up_tun(name: str, mtu: int, addresses: tuple[Interface, ...]) -> tuple
 
 RECENT_EVENTS = 20  # event lines kept for `braid status` and `braid top`
 SEND_ERROR_LOG = 10.0  # seconds between two logs of one link's send errors of one kind
-TUN_CHUNK = 8  # packets read from the TUN before the datagrams they made are sent
+TUN_CHUNK = 8  # packets read from the TUN before the datagrams they made are sent (the first
+# of them waits for the rest of the chunk's work: 8 large packets are ~50 datagrams, ~1 ms)
 TUN_CHUNKS = 8  # chunks per wake-up (then timers and the other sockets get their turn)
 
 
 def read_tun(tun: Tun, on_packet: Callable[[bytes, float], None], send: Callable[[], None],
              now: float, faults: Faults) -> None:
-    """Read the TUN in small chunks and send after each: datagrams carry the time they were
-    built, and the peer measures one-way delay from it, so they must leave soon after (a
-    chunk of 8 large packets is ~50 datagrams, about a millisecond of work)."""
+    """Read the TUN in small chunks and send after each, so that the first datagrams of a
+    burst do not wait for the whole burst's work (the core stamps them when they are pulled,
+    so delays measured from the stamps are right however long they were held); the clock is
+    read again for each chunk, which the pacing follows."""
     for _ in range(TUN_CHUNKS):
         packets = tun.read_batch(TUN_CHUNK)
         for packet in packets:

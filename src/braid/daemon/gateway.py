@@ -157,7 +157,7 @@ class GatewayDaemon(DaemonBase):
 
     def _send(self) -> None:
         send = self.sock.send
-        for dg in self.core.datagrams_to_send():
+        for dg in self.core.datagrams_to_send(time.monotonic()):  # stamped as they leave
             if dg.addr is None:  # a gateway's datagrams always name their address
                 continue
             try:

@@ -114,9 +114,9 @@ class FakeNet:
             heapq.heappush(self._events, (arrival, next(self._tie), direction, link_id, data))
 
     def _flush(self) -> None:
-        for dg in self.client.datagrams_to_send():
+        for dg in self.client.datagrams_to_send(self.now):
             self._transmit("up", dg.link_id, dg.data)
-        for dg in self.gateway.datagrams_to_send():
+        for dg in self.gateway.datagrams_to_send(self.now):
             assert dg.addr is not None
             if dg.addr != self._addr(dg.link_id):  # to a spoofed source: never reaches the client
                 self.sent_elsewhere[dg.addr] = self.sent_elsewhere.get(dg.addr, 0) + len(dg.data)
