@@ -88,7 +88,7 @@ def test_loss_estimate_from_counters():
     link = _up_link()
     _feedback(link, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
     _feedback(link, 0.1, 0, 0, 0, 100_000, 0, 970, 0, 1000)  # 970 of 1000 arrived
-    assert abs(link.loss - 0.03) < 0.005
+    assert abs(link.path.loss - 0.03) < 0.005
 
 
 def test_a_link_estimated_very_low_can_still_grow_back():

@@ -65,17 +65,43 @@ def test_datagrams_left_when_the_keys_expire_are_counted_not_sent():
     assert peer.datagrams_to_send(1.0) == [] and peer.stats.unsent == 1
 
 
-def test_a_restarted_peers_old_keys_open_but_bring_nothing():
-    peer = _peer()
-    kp, remote = _pair(0.0)
-    peer.install(kp, confirmed=True)
-    peer.set_remote_instance(1)
-    remote_peer = _peer()
-    remote_peer.install(remote, confirmed=True)
-    remote_peer.transmit(0, wire.encode_frame(wire.Probe(0)))
-    late = remote_peer.datagrams_to_send(0.5)[0].data  # sent just before it restarted
-    assert peer.set_remote_instance(2)  # the new instance's handshake came first
-    header = wire.decode_outer(late)
+def _datagram_from(keypair: Keypair, counter: int) -> tuple[wire.TransportHeader, bytes]:
+    """A PROBE sealed by the other end with `keypair` (its side of the keys)."""
+    data = keypair.seal(0, counter, wire.INNER_TS.pack(0) + wire.encode_frame(wire.Probe(0)))
+    header = wire.decode_outer(data)
     assert isinstance(header, wire.TransportHeader)
-    assert not peer.on_transport(kp, header, late, 0.6)
-    assert peer.stats.stale == 1 and peer.stats.rx_datagrams == 0
+    return header, data
+
+
+def test_a_restarted_peers_old_keys_bring_nothing_once_its_new_life_has_spoken():
+    peer = _peer()
+    mine, theirs = _keys(os.urandom(32), os.urandom(32))
+    old, old_remote = Keypair(mine, 1, 2, 0.0, instance=1), Keypair(theirs, 2, 1, 0.0)
+    peer.install(old, confirmed=True)
+    assert peer.on_transport(old, *_datagram_from(old_remote, 500), 0.1)
+    assert peer.bond.links[0].report.highest_counter == 500
+    mine, theirs = _keys(os.urandom(32), os.urandom(32))
+    new, new_remote = Keypair(mine, 3, 4, 1.0, instance=2), Keypair(theirs, 4, 3, 1.0)
+    assert peer.set_remote_instance(1) is False and peer.set_remote_instance(2) is True
+    peer.install(new, confirmed=True)
+    assert peer.on_transport(old, *_datagram_from(old_remote, 501), 1.1)  # its new life is silent yet
+    assert peer.on_transport(new, *_datagram_from(new_remote, 0), 1.2)
+    assert peer.bond.links[0].report.highest_counter == 0  # its numbers start over here
+    assert not peer.on_transport(old, *_datagram_from(old_remote, 502), 1.3)  # sent before it died
+    assert peer.stats.stale == 1 and peer.bond.links[0].report.highest_counter == 0
+
+
+def test_handshakes_of_another_instance_do_not_cut_off_the_confirmed_one():
+    """Initiations with the client's key and other instance ids (a flood, or a twin that
+    never completes) must not make the live session's datagrams count as stale."""
+    peer = _peer()
+    mine, theirs = _keys(os.urandom(32), os.urandom(32))
+    live, live_remote = Keypair(mine, 1, 2, 0.0, instance=1), Keypair(theirs, 2, 1, 0.0)
+    peer.set_remote_instance(1)
+    peer.install(live, confirmed=True)
+    for instance in range(2, 50):
+        peer.set_remote_instance(instance)
+        peer.install(Keypair(*_keys(os.urandom(32), os.urandom(32))[:1], 9, 9, 0.5,
+                             instance=instance), confirmed=False)
+    assert peer.on_transport(live, *_datagram_from(live_remote, 7), 1.0)
+    assert peer.stats.stale == 0

@@ -291,7 +291,7 @@ class Bond:
             self._send_control(target, frame, now)
         self.stats["nacks_sent"] += 1
         # hold the gap for a round trip on the slower of them (the resend may take the other)
-        self.recovery.hold_for(max((lk.srtt for lk in targets if lk.srtt is not None),
+        self.recovery.hold_for(max((lk.path.srtt for lk in targets if lk.path.srtt is not None),
                                    default=UNKNOWN_RTT), now)
 
     def _on_nack(self, nack: wire.Nack, now: float, datagram: tuple[int, int]) -> None:
@@ -447,9 +447,15 @@ class Bond:
         return self.tx.queue_length()
 
     def reset_receive(self) -> None:
-        """The peer restarted: its sequence and packet numbers start over."""
+        """The peer restarted (its handshake says so): its sequence numbers start over."""
         self.rx.reset()
         self._report_ts = None
         for link in self.links:
             link.sent_below_known = False
             link.on_peer_restart()
+
+    def restart_numbers(self) -> None:
+        """The first datagram of the peer's new life: its packet numbers and report counts
+        start over from here."""
+        for link in self.links:
+            link.restart_numbers()

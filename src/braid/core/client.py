@@ -185,7 +185,7 @@ class ClientCore:
         if self.peer.set_remote_instance(resp.instance):
             self._events.append(PeerRestarted())
         resting = self._resting_links()
-        keypair = Keypair(keys, msg.receiver_index, msg.sender_index, now)
+        keypair = Keypair(keys, msg.receiver_index, msg.sender_index, now, resp.instance)
         self.peer.install(keypair, confirmed=True)
         self._events.append(HandshakeCompleted())
         for link in self.peer.bond.links:  # confirm the keys and show the gateway each link

@@ -209,7 +209,7 @@ class GatewayCore:
         index = self._new_index()
         e_pub, sealed, keys = noise.responder_write(read, self._random(32),
                                                     RespPayload(self.instance).encode())
-        keypair = Keypair(keys, index, msg.sender_index, now)
+        keypair = Keypair(keys, index, msg.sender_index, now, payload.instance)
         if peer.pending is not None:
             self._index.pop(peer.pending.local_index, None)
         peer.install(keypair, confirmed=False)

@@ -1,7 +1,11 @@
 """One uplink as seen by one tunnel end: configured state, health machine and estimators.
 
 Configured state (what the operator set) is `LinkConfig`; everything measured lives in
-`Link`. Times are monotonic seconds passed in by the caller.
+`Link`, which composes its parts: `LinkHealth` (core/health.py: each direction's state and
+timers), `ReceiveReport` (what arrived, and the wire.Feedback owed for it), `PathStats`
+(core/path.py: round trip, queue and loss from the peer's reports), the rate estimator
+(core/estimator.py) and the pacing clock. Times are monotonic seconds passed in by the
+caller.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from dataclasses import dataclass
 from . import wire
 from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
 from .health import Health, LinkHealth
-from .replay import SEQ_MOD, seq_diff
+from .path import PathStats
+from .replay import seq_diff
 from .timers import (
     FEEDBACK_INTERVAL,
     FIRST_RESPONSE_TIMEOUT,
@@ -23,9 +28,8 @@ from .timers import (
     SUSPECT_PROBE_INTERVAL,
     UNKNOWN_RTT,
 )
-from .windowed import WindowedMax, WindowedMin
+from .windowed import WindowedMax
 
-OWD_BASE_WINDOW = 10.0  # windowed min of one-way delay (seconds)
 PEAK_WINDOW = 30.0  # seconds of capacity estimates a far link is judged by (scheduler.FAR_SHARE)
 
 
@@ -163,37 +167,28 @@ class Link:
         # own order, so a gap below it that the link was to bring is lost)
         self.sent_below = 0
         self.sent_below_known = False
-        # estimators fed by the peer's feedback
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-        self.min_rtt = WindowedMin(OWD_BASE_WINDOW)
+        # fed by the peer's receiver reports
+        self.path = PathStats()
         self.est = RateEstimator(now)
         self._peak = WindowedMax(PEAK_WINDOW)  # capacity estimates, for judging a far link
-        self.owd_base = WindowedMin(OWD_BASE_WINDOW)
-        self.owd_recent: int | None = None
-        self.loss = 0.0
         self._busy_queue = 0.0  # the last standing queue seen while data flowed
-        self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
-        self._fb_rx_last: int | None = None  # rx_bytes of the last receiver report
-        self._rx_credited = 0  # our tx_bytes its reports have accounted for
-        self._rx_reported = 0  # their byte count as the estimator sees it (capped increases)
         # cached for the scheduler, refreshed on each feedback
         self.pace_rate = INITIAL_RATE * STARTUP_GAIN
         self.path_delay = 0.05
 
     def __repr__(self) -> str:
-        srtt = "-" if self.srtt is None else f"{self.srtt * 1000:.1f}ms"
+        srtt = "-" if self.path.srtt is None else f"{self.path.srtt * 1000:.1f}ms"
         return (f"Link({self.name!r} id={self.id} rx={self.health.rx.value} tx={self.health.tx.value} "
                 f"capacity={self.capacity() / 1e6:.2f}M pace={self.pace_rate / 1e6:.2f}M srtt={srtt} "
                 f"queued={self.queued_bytes}B startup={self.startup})")
 
     def snapshot(self, now: float) -> LinkSnapshot:
-        srtt = self.srtt
+        path = self.path
+        srtt = path.srtt
         return LinkSnapshot(
             self.name, self.id, self.state.value, self.health.rx.value, self.health.tx.value,
-            self.role, self.standby, _ms(srtt), _ms(None if srtt is None else self.rttvar),
-            _ms(None if srtt is None else self.min_rtt.get(srtt)),
-            round(self.loss, 4), round(self.capacity()), round(self.pace_rate),
+            self.role, self.standby, _ms(srtt), _ms(None if srtt is None else path.rttvar),
+            _ms(path.lowest_rtt()), round(path.loss, 4), round(self.capacity()), round(self.pace_rate),
             _ms(self.queue_delay()), _ms(self.queue_target()), _ms(self.delay_noise),
             round(self.recent_rate), self.startup, self.est.mode.value, self.est.overdriven,
             self.est.braked, self.reserved, self.warming(now), self.tx_packets, self.tx_bytes,
@@ -225,11 +220,12 @@ class Link:
 
     def response_timeout(self) -> float:
         """How long an answer to data or a probe sent on this link may take."""
-        if self.srtt is None:
+        srtt = self.path.srtt
+        if srtt is None:
             return FIRST_RESPONSE_TIMEOUT
         # answers travel behind whatever queue the path holds: allow for the one measured
         queue = self.queue_delay() or 0.0
-        return max(SILENCE_FLOOR, self.srtt + 4 * self.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
+        return max(SILENCE_FLOOR, srtt + 4 * self.path.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
 
     def readmit(self, now: float) -> None:
         """A direction came back up: pacing starts from now and the estimator from what it knew."""
@@ -251,25 +247,18 @@ class Link:
     def on_feedback(self, fb: wire.Feedback, now: float, now_us: int) -> None:
         """The peer's receiver report about this link arrived (`now_us`: its arrival, in
         this end's clock, which the report's echoed timestamp is in)."""
-        age_us = (now_us - fb.echo_ts) & (SEQ_MOD - 1)
-        rtt_us = age_us - fb.echo_hold_us
-        if 0 < rtt_us < 10_000_000:
-            self._on_rtt(now, rtt_us / 1e6)
-        sent_at = now - age_us / 1e6 if age_us < 10_000_000 else None
-        self.est.on_delivery(now, fb.rx_time_us, self._credited_rx(fb.rx_bytes), sent_at)
-        self.owd_recent = fb.owd_min_us
-        self.owd_base.update(now, fb.owd_min_us)
+        delivery = self.path.on_report(fb, now, now_us, self.tx_bytes)
+        self.est.on_delivery(now, delivery.rx_time_us, delivery.rx_bytes, delivery.sent_at)
         queue = self.queue_delay()
         if queue is not None:
-            rtt = self.srtt if self.srtt is not None else UNKNOWN_RTT
+            rtt = self.path.srtt if self.path.srtt is not None else UNKNOWN_RTT
             # idle once what data last queued has drained too (a warm-up can leave 200 ms
             # on a slow link): its queue is not the path's noise
             idle = now - self.last_data_tx > rtt + 2 * FEEDBACK_INTERVAL + self._busy_queue
             if not idle:
                 self._busy_queue = queue
             self.est.on_queue(now, queue, data_idle=idle)
-        self._on_loss(fb.rx_packets, fb.highest_counter)
-        self.est.on_phase_clock(now, self.srtt)
+        self.est.on_phase_clock(now, self.path.srtt)
         self.refresh()
         self._peak.update(now, self.capacity())
 
@@ -282,23 +271,6 @@ class Link:
         self.est.on_sent(now, self.tx_bytes)
         if data:
             self.last_data_tx = now
-
-    def _credited_rx(self, rx_bytes: int) -> int:
-        """The receiver's cumulative byte count (mod 2**32), each report's increase capped at
-        what this end has sent on the link and not yet seen reported: a report can never
-        raise the estimate past what was really sent (a forged one, or the counter of a
-        peer that restarted, read 66 Gbit/s on a 20 Mbit/s link)."""
-        last = self._fb_rx_last
-        self._fb_rx_last = rx_bytes
-        if last is None:  # the increments start here; what was sent before stays claimable
-            # (it may still be in flight: crediting it at once read a satellite's in-flight
-            # megabytes as lost), a one-time slack of what was really sent
-            return self._rx_reported
-        claimed = (rx_bytes - last) & (SEQ_MOD - 1)
-        take = min(claimed, max(0, self.tx_bytes - self._rx_credited))
-        self._rx_credited += take
-        self._rx_reported = (self._rx_reported + take) & (SEQ_MOD - 1)
-        return self._rx_reported
 
     def take_pace(self, size: int, now: float) -> None:
         """A datagram of `size` wire bytes leaves now or when the link is free: its paced
@@ -367,41 +339,18 @@ class Link:
     def pacing_rate(self) -> float:
         return self.est.pacing_rate()
 
-    def _on_rtt(self, now: float, rtt: float) -> None:
-        if self.srtt is None:
-            self.srtt, self.rttvar = rtt, rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        self.min_rtt.update(now, rtt)
-
-    def _on_loss(self, rx_packets: int, highest: int) -> None:
-        base = self._loss_base
-        self._loss_base = (rx_packets, highest)
-        if base is None or highest <= base[1]:
-            return
-        sent = highest - base[1]
-        got = (rx_packets - base[0]) & (SEQ_MOD - 1)
-        sample = max(0.0, min(1.0, 1 - got / sent))
-        weight = min(1.0, sent / 200)
-        self.loss += (sample - self.loss) * weight
-
     def queue_delay(self) -> float | None:
-        """Standing queue on the path (recent min one-way delay above its 10 s minimum)."""
-        if self.owd_recent is None:
-            return None
-        return max(0, self.owd_recent - self.owd_base.get(self.owd_recent)) / 1e6
+        return self.path.queue_delay()
 
     def one_way_delay(self) -> float:
-        """Relative one-way delay used to compare links (unknown clock offset cancels out)."""
-        if self.srtt is None:
-            return 0.5
-        return self.min_rtt.get(self.srtt) / 2
+        return self.path.one_way_delay()
 
     # ------------------------------------------------------------ receive side bookkeeping
 
     def on_peer_restart(self) -> None:
-        """The peer's packet numbers and its report counts start over."""
         self.health.on_peer_restart()
+
+    def restart_numbers(self) -> None:
+        """The peer's packet numbers and its report counts start over."""
         self.report.highest_counter = -1
-        self._loss_base = None
+        self.path.on_peer_restart()

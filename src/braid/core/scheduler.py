@@ -86,7 +86,7 @@ def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float,
         backlog = link.tx_clock - now
         held = handed_ahead + FULL_PACKET_BITS / link.pace_rate
         backlog = 0.0 if backlog < 0 else min(backlog, held)
-        arrival = backlog + bits / link.pace_rate + link.path_delay + link.loss * loss_penalty
+        arrival = backlog + bits / link.pace_rate + link.path_delay + link.path.loss * loss_penalty
         if arrival < best_arrival:
             best, best_arrival = link, arrival
     return best

@@ -155,7 +155,7 @@ class Sender:
             link.take_pace(size, now)
             seq = self._take_seq()
             self._send_data(link, flow, fseq, seq, payload, True, now)
-            if interactive and link.loss > DUPLICATE_LOSS:
+            if interactive and link.path.loss > DUPLICATE_LOSS:
                 self._duplicate(link, flow, fseq, seq, payload, size, now)
 
     def _bulk(self, packet: bytes, flow: int, now: float) -> None:
@@ -301,9 +301,9 @@ class Sender:
         steady, is paced just under its estimate so its bottleneck queue stays near empty."""
         want = None
         if now < self._interactive_until:
-            usable = [lk for lk in self.links if lk.usable and lk.srtt is not None]
+            usable = [lk for lk in self.links if lk.usable and lk.path.srtt is not None]
             if len(usable) > 1:
-                want = min(usable, key=lambda lk: lk.min_rtt.get(lk.srtt or 1.0))
+                want = min(usable, key=lambda lk: lk.path.lowest_rtt() or 1.0)
                 if want.delay_noise > RESERVE_NOISE_MAX:
                     # a jittery link cannot promise low delay anyway, and the queue of about
                     # a packet a reserved link is held to cannot be told from its jitter

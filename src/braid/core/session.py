@@ -58,7 +58,9 @@ def transport_nonce(link_id: int, counter: int) -> bytes:
 class Keypair:
     """Transport keys of one completed handshake."""
 
-    def __init__(self, keys: Keys, local_index: int, remote_index: int, created: float) -> None:
+    def __init__(self, keys: Keys, local_index: int, remote_index: int, created: float,
+                 instance: int | None = None) -> None:
+        """`instance`: the peer's instance id in the handshake that made these keys."""
         self._send = ChaCha20Poly1305(keys.send)
         self._recv = ChaCha20Poly1305(keys.recv)
         self.local_index = local_index
@@ -67,7 +69,7 @@ class Keypair:
         self.sealed = 0  # datagrams sealed with these keys (rekey after REKEY_AFTER_MESSAGES)
         self._windows: dict[int, ReplayWindow] = {}
         self.confirmed = False  # responder: peer proved it has the keys
-        self.stale = False  # keys of a peer instance that has since restarted
+        self.instance = instance
 
     def seal(self, link_id: int, counter: int, plaintext: bytes) -> bytes:
         """`counter`: the link's packet number, never used before by this session."""
@@ -138,6 +140,7 @@ class Peer:
         self.pending: Keypair | None = None  # responder side: not yet confirmed
         self.retired: list[Keypair] = []  # displaced by newer keys: the gateway unindexes them
         self.remote_instance: int | None = None
+        self._numbered_by: int | None = None  # the peer instance whose packet numbers we track
         if learns_addresses and random is None:
             raise ValueError("a peer that learns addresses needs `random` for its challenges")
         self.sources = Sources(random or (lambda n: bytes(n)))
@@ -238,9 +241,7 @@ class Peer:
         """The peer's instance id from a handshake; True when it restarted (state reset)."""
         restarted = self.remote_instance is not None and instance != self.remote_instance
         self.remote_instance = instance
-        if restarted:  # its numbers start over; what its old keys still bring is from before
-            for kp in self.keypairs():
-                kp.stale = True
+        if restarted:
             self.bond.reset_receive()
         return restarted
 
@@ -258,14 +259,17 @@ class Peer:
         if plain is None:
             self.stats.replayed += 1
             return False
-        if keypair.stale:  # sent before the peer restarted: its numbers are of another life
-            self.stats.stale += 1
-            return False
-        self.stats.rx_datagrams += 1
-        self.last_authenticated = now
         if keypair is self.pending:
             self.pending = None
             self.install(keypair, confirmed=True)
+        if keypair.instance != self._numbered_by:
+            if keypair is not self.current:  # sent before the peer restarted: its numbers
+                self.stats.stale += 1  # are of the life before, which the bond forgot
+                return False
+            self._numbered_by = keypair.instance  # the first datagram of the new life
+            self.bond.restart_numbers()
+        self.stats.rx_datagrams += 1
+        self.last_authenticated = now
         self.bond.on_plaintext(header.link_id, plain, len(data) + self._ip_overhead,
                                header.counter, now, arrival)
         if self.bond.echoes:
