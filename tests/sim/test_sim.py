@@ -181,7 +181,8 @@ def test_interactive_traffic_reserves_the_lowest_latency_link_and_skips_the_queu
     assert fast.reserved and not bond.links[0].reserved
     gains: set[float] = set()
     # the reserved link cruises under its estimate
-    _bulk_with_pings(net, t, range(2000, 3000), lambda: gains.add(round(fast.pace_rate / fast.capacity(), 2)))
+    _bulk_with_pings(net, t, range(2000, 3000),
+                     lambda: gains.add(round(fast.pacer.rate / fast.capacity(), 2)))
     assert RESERVED_CYCLE[-1] in gains and 1.0 not in gains
     pings = [p for p in net.to_gateway if p[9] == 1]
     assert len(pings) >= 95
@@ -277,7 +278,7 @@ def test_a_batch_of_resends_leaves_in_its_own_order():
     _established(net)
     bond = net.client.peer.bond
     for link in bond.links:
-        link.tx_clock = net.now + 1.0  # pacing holds everything back: the order stays visible
+        link.pacer.clock = net.now + 1.0  # pacing holds everything back: the order stays visible
     items = [(0, k, 1000 + k, bytes(1200), True) for k in range(50)]
     bond.tx.resend(items, net.now)
     queued = [entry.seq for link in bond.links for entry in bond.tx._queues[link.id]]

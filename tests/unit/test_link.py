@@ -61,7 +61,7 @@ def test_startup_then_gain_cycle_probes_and_drains():
     gains = set()
     for k in range(40, 120):
         _feed(link, k, k + 1, 25_000, driven=True, state=st)
-        gains.add(round(link.pace_rate / link.capacity(), 2))
+        gains.add(round(link.pacer.rate / link.capacity(), 2))
     assert {1.25, 0.75, 1.0} <= gains
 
 
@@ -69,7 +69,7 @@ def test_a_large_standing_queue_brakes():
     link = _up_link()
     st = _feed(link, 0, 40, 25_000, owd_us=1000, driven=True)
     _feed(link, 40, 45, 25_000, owd_us=100_000, driven=True, state=st)
-    assert link.pace_rate == 0.75 * link.capacity()
+    assert link.pacer.rate == 0.75 * link.capacity()
 
 
 def test_jitter_on_an_idle_link_is_not_read_as_congestion():

@@ -7,7 +7,7 @@ def _link(name: str, link_id: int, rate: float, delay: float) -> Link:
     link = Link(LinkConfig(name, link_id), 0.0)
     for i in range(READMIT_GOOD):
         link.health.on_heard(i * 0.001)
-    link.pace_rate = rate
+    link.pacer.rate = rate
     link.path_delay = delay
     return link
 

@@ -30,7 +30,7 @@ def _sender(*rates: float) -> tuple[Sender, list[Link], Wire]:
         link = Link(LinkConfig(f"l{i}", i), 0.0)
         for k in range(READMIT_GOOD):
             link.health.on_heard(0.001 * k)
-        link.pace_rate = rate
+        link.pacer.rate = rate
         links.append(link)
     out = Wire()
     stats: dict[str, int] = dict.fromkeys(("tun_in", "queue_drops", "urgent", "fragmented", "too_big",
@@ -81,7 +81,7 @@ def test_resends_leave_ahead_of_the_queue_in_their_own_order():
     sender, links, out = _sender(10e6)
     for n in range(5):
         sender.on_tun_packet(udp_packet(n), 0.1)
-    links[0].tx_clock = 1.0  # pacing holds the queue back
+    links[0].pacer.clock = 1.0  # pacing holds the queue back
     sender.resend([(0, 100 + k, 1000 + k, bytes(1200), True) for k in range(3)], 0.1)
     _drain(sender, links[0], 1.0)
     seqs = [f.seq for _, f in out.data()]
@@ -93,11 +93,11 @@ def test_resends_leave_ahead_of_the_queue_in_their_own_order():
 
 def test_a_stopped_links_queue_moves_to_the_others_in_order():
     sender, links, out = _sender(10e6, 10e6)
-    links[0].tx_clock = links[1].tx_clock = 5.0  # nothing leaves yet
+    links[0].pacer.clock = links[1].pacer.clock = 5.0  # nothing leaves yet
     for n in range(20):
         sender.on_tun_packet(udp_packet(n), 0.1)
     moved = sender.take_queue(links[0])
-    assert moved and links[0].queued_bytes == 0 and not sender.backlogged(links[0])
+    assert moved and links[0].pacer.queued == 0 and not sender.backlogged(links[0])
     links[0].health.rx = Health.DOWN
     sender.requeue(moved, 0.1)
     _drain(sender, links[1], 5.0)

@@ -176,7 +176,7 @@ class Bond:
         that the peer has not acknowledged."""
         self._update_modes(now)  # a backup takes over before anything is moved
         queued = self.tx.take_queue(link)
-        link.tx_clock = now
+        link.pacer.restart(now)
         for other in self.links:  # they must carry more now: find their capacity quickly
             if other is not link and other.usable:
                 other.restart_startup()
@@ -431,7 +431,7 @@ class Bond:
             deadline = self._last_data + IDLE_AFTER + 0.001
         for link in self.links:
             if self.tx.backlogged(link) or link.warming(self._now):
-                deadline = min(deadline, link.tx_clock - LINK_BACKLOG)
+                deadline = min(deadline, link.pacer.clock - LINK_BACKLOG)
             deadline = min(deadline, link.last_tx + link.probe_interval(idle))
             if link.report.pending and not (link.standby or (
                     idle and self._now > self._last_data + IDLE_AFTER + IDLE_GRACE)):

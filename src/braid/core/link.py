@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from . import wire
 from .estimator import INITIAL_RATE, STARTUP_GAIN, RateEstimator
 from .health import Health, LinkHealth
+from .pacer import Pacer
 from .path import PathStats
 from .replay import seq_diff
 from .timers import (
@@ -158,8 +159,7 @@ class Link:
         self.last_tx = -1.0
         self.last_data_tx = -1.0
         self.warm_until = -1.0  # the bond keeps the new link busy with padding until then
-        self.tx_clock = now  # pacing: when the link is free to take its next packet
-        self.queued_bytes = 0  # bytes waiting in the tunnel for this link
+        self.pacer = Pacer(now, INITIAL_RATE * STARTUP_GAIN)
         self.report = ReceiveReport()  # receiving side: what we heard, what we report
         self.last_heard_report_tx = -1.0
         # the peer's send frontier on this link: every seq below it that the peer gave this
@@ -173,14 +173,13 @@ class Link:
         self._peak = WindowedMax(PEAK_WINDOW)  # capacity estimates, for judging a far link
         self._busy_queue = 0.0  # the last standing queue seen while data flowed
         # cached for the scheduler, refreshed on each feedback
-        self.pace_rate = INITIAL_RATE * STARTUP_GAIN
         self.path_delay = 0.05
 
     def __repr__(self) -> str:
         srtt = "-" if self.path.srtt is None else f"{self.path.srtt * 1000:.1f}ms"
         return (f"Link({self.name!r} id={self.id} rx={self.health.rx.value} tx={self.health.tx.value} "
-                f"capacity={self.capacity() / 1e6:.2f}M pace={self.pace_rate / 1e6:.2f}M srtt={srtt} "
-                f"queued={self.queued_bytes}B startup={self.startup})")
+                f"capacity={self.capacity() / 1e6:.2f}M pace={self.pacer.rate / 1e6:.2f}M srtt={srtt} "
+                f"queued={self.pacer.queued}B startup={self.startup})")
 
     def snapshot(self, now: float) -> LinkSnapshot:
         path = self.path
@@ -188,7 +187,7 @@ class Link:
         return LinkSnapshot(
             self.name, self.id, self.state.value, self.health.rx.value, self.health.tx.value,
             self.role, self.standby, _ms(srtt), _ms(None if srtt is None else path.rttvar),
-            _ms(path.lowest_rtt()), round(path.loss, 4), round(self.capacity()), round(self.pace_rate),
+            _ms(path.lowest_rtt()), round(path.loss, 4), round(self.capacity()), round(self.pacer.rate),
             _ms(self.queue_delay()), _ms(self.queue_target()), _ms(self.delay_noise),
             round(self.recent_rate), self.startup, self.est.mode.value, self.est.overdriven,
             self.est.braked, self.reserved, self.warming(now), self.tx_packets, self.tx_bytes,
@@ -229,7 +228,7 @@ class Link:
 
     def readmit(self, now: float) -> None:
         """A direction came back up: pacing starts from now and the estimator from what it knew."""
-        self.tx_clock = now
+        self.pacer.restart(now)
         self.est.on_readmitted(now)
 
     def silence_deadline(self) -> float:
@@ -272,16 +271,6 @@ class Link:
         if data:
             self.last_data_tx = now
 
-    def take_pace(self, size: int, now: float) -> None:
-        """A datagram of `size` wire bytes leaves now or when the link is free: its paced
-        time is taken."""
-        self.tx_clock = max(self.tx_clock, now) + size * 8 / self.pace_rate
-
-    def backlog_end(self, now: float) -> float:
-        """When everything already queued for this link will have left, at its pacing rate."""
-        start = self.tx_clock if self.tx_clock > now else now
-        return start + self.queued_bytes * 8 / self.pace_rate
-
     def on_backlog(self, now: float, backlogged: bool) -> None:
         """The tunnel's queue for this link became non-empty (True) or empty (False)."""
         if not backlogged:
@@ -298,7 +287,7 @@ class Link:
         self.refresh()
 
     def refresh(self) -> None:
-        self.pace_rate = self.est.pacing_rate()
+        self.pacer.rate = self.est.pacing_rate()
         self.path_delay = self.one_way_delay() + (self.queue_delay() or 0.0)
 
     # estimator figures, for the scheduler and for status

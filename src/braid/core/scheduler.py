@@ -5,7 +5,7 @@ spirit of Linux MPTCP's single get_subflow hook with its reinject flag: a bulk p
 asking into a tunnel queue (with the far-link rule), the later pieces of one, a stopped
 link's queued packets, urgent packets, realtime duplicates, resends, and where NACKs go.
 For queued bulk it asks a scheduler, which sees the links with their cached pacing rate,
-path delay and backlog (`backlog_end`: when everything already queued for the link will
+path delay and backlog (`Pacer.backlog_end`: when everything already queued for the link will
 have left) and picks one; schedulers are chosen by name from `SCHEDULERS` (config key
 `scheduler`). Feedback and HEARD reports ride whatever leaves on their own link.
 """
@@ -48,7 +48,7 @@ def candidates(links: list[Link]) -> list[Link]:
 
 def assign(link: Link, size: int) -> None:
     """Count one more packet queued for the link (its backlog_end moves accordingly)."""
-    link.queued_bytes += size
+    link.pacer.queued += size
 
 
 class EarliestArrival:
@@ -66,7 +66,8 @@ class EarliestArrival:
         best_arrival = float("inf")
         bits = size * 8
         for link in candidates(links):
-            arrival = link.backlog_end(now) + bits / link.pace_rate + link.path_delay
+            pacer = link.pacer
+            arrival = pacer.backlog_end(now) + bits / pacer.rate + link.path_delay
             if arrival < best_arrival:
                 best, best_arrival = link, arrival
         return best
@@ -83,10 +84,11 @@ def pick_urgent(links: list[Link], size: int, now: float, handed_ahead: float,
     best_arrival = float("inf")
     bits = size * 8
     for link in candidates(links):
-        backlog = link.tx_clock - now
-        held = handed_ahead + FULL_PACKET_BITS / link.pace_rate
+        pacer = link.pacer
+        backlog = pacer.clock - now
+        held = handed_ahead + FULL_PACKET_BITS / pacer.rate
         backlog = 0.0 if backlog < 0 else min(backlog, held)
-        arrival = backlog + bits / link.pace_rate + link.path_delay + link.path.loss * loss_penalty
+        arrival = backlog + bits / pacer.rate + link.path_delay + link.path.loss * loss_penalty
         if arrival < best_arrival:
             best, best_arrival = link, arrival
     return best

@@ -114,7 +114,7 @@ class Sender:
         """Empty a link's tunnel queue (it stopped): its packets, in their order."""
         queued = [q.item() for q in self._queues[link.id]]
         self._queues[link.id].clear()
-        link.queued_bytes = 0
+        link.pacer.queued = 0
         return queued
 
     def backlogged(self, link: Link) -> bool:
@@ -152,7 +152,7 @@ class Sender:
             size = self.framing.data_size(len(payload))
             link = self.choice.choose(Purpose.URGENT, size, now)
             self.stats["urgent"] += 1
-            link.take_pace(size, now)
+            link.pacer.take(size, now)
             seq = self._take_seq()
             self._send_data(link, flow, fseq, seq, payload, True, now)
             if interactive and link.path.loss > DUPLICATE_LOSS:
@@ -214,7 +214,7 @@ class Sender:
     def _has_room(self, link: Link, now: float) -> bool:
         """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is
         still ramping up, time at that estimate understates the room: a few packets more."""
-        return (link.backlog_end(now) - now <= self.queue_limit
+        return (link.pacer.backlog_end(now) - now <= self.queue_limit
                 or (link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
 
     def _enqueue(self, link: Link, queued: Queued, now: float) -> None:
@@ -227,15 +227,15 @@ class Sender:
         """Hand packets to the link at its pacing rate (up to LINK_BACKLOG ahead)."""
         queue = self._queues[link.id]
         limit = now + LINK_BACKLOG
-        while queue and link.tx_clock <= limit:
+        pacer = link.pacer
+        while queue and pacer.clock <= limit:
             q = queue.popleft()
-            link.queued_bytes -= q.size
-            link.take_pace(q.size, now)
+            pacer.queued -= q.size
+            pacer.take(q.size, now)
             self._send_data(link, q.flow, q.fseq, q.seq, q.packet, q.unordered, now)
         warming = not queue and link.warming(now)
-        while warming and link.tx_clock <= limit:
-            size = self._send_pad(link, now)
-            link.take_pace(size, now)
+        while warming and pacer.clock <= limit:
+            pacer.take(self._send_pad(link, now), now)
         link.on_backlog(now, bool(queue) or warming)
 
     def _send_pad(self, link: Link, now: float) -> int:
@@ -269,7 +269,7 @@ class Sender:
         arrives first and counts the other as a duplicate. A NACK recovers a loss a round
         trip later, too late for a voice frame."""
         link = self.choice.choose(Purpose.DUPLICATE, size, now, first=first)
-        link.take_pace(size, now)
+        link.pacer.take(size, now)
         self._send_data(link, flow, fseq, seq, payload, True, now)
         self.stats["duplicated"] += 1
 
