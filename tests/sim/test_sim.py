@@ -178,11 +178,11 @@ def test_interactive_traffic_reserves_the_lowest_latency_link_and_skips_the_queu
     bond = net.client.peer.bond
     t = _bulk_with_pings(net, 0.5, range(2000))  # bulk upload above the sum
     fast = bond.links[1]
-    assert fast.reserved and not bond.links[0].reserved
+    assert fast.est.reserved and not bond.links[0].est.reserved
     gains: set[float] = set()
     # the reserved link cruises under its estimate
     _bulk_with_pings(net, t, range(2000, 3000),
-                     lambda: gains.add(round(fast.pacer.rate / fast.capacity(), 2)))
+                     lambda: gains.add(round(fast.pacer.rate / fast.est.capacity(), 2)))
     assert RESERVED_CYCLE[-1] in gains and 1.0 not in gains
     pings = [p for p in net.to_gateway if p[9] == 1]
     assert len(pings) >= 95
@@ -212,8 +212,8 @@ def test_a_jittery_lowest_latency_link_is_not_reserved():
     bond = net.client.peer.bond
     _bulk_with_pings(net, 2.0, range(1500))
     fast = bond.links[1]
-    assert fast.delay_noise > 0.001
-    assert not any(link.reserved for link in bond.links)
+    assert fast.est.delay_noise > 0.001
+    assert not any(link.est.reserved for link in bond.links)
 
 
 def test_packets_the_full_tunnel_drops_leave_no_gap_for_the_receiver_to_wait_on():
@@ -242,7 +242,7 @@ def test_a_far_link_that_adds_little_capacity_carries_no_bulk():
     bond = net.client.peer.bond
     fibre, slow = bond.links
     _stream(net, 1.0, 2.5, 6, up=True)  # ~58 Mbit/s offered
-    assert not slow.startup
+    assert not slow.est.startup
     before = fibre.tx_bytes, slow.tx_bytes
     _stream(net, 2.5, 5.0, 6, up=True)
     fibre_bytes, slow_bytes = fibre.tx_bytes - before[0], slow.tx_bytes - before[1]
@@ -259,7 +259,7 @@ def test_a_slow_reserved_link_carries_bulk_in_short_datagrams():
     bond = net.client.peer.bond
     lte, adsl = bond.links
     t = _bulk_with_pings(net, 0.5, range(2000))  # 1200-byte bulk packets, above the sum
-    assert adsl.reserved
+    assert adsl.est.reserved
     before = [(lk.tx_bytes, lk.tx_packets) for lk in (lte, adsl)]
     _bulk_with_pings(net, t, range(2000, 3000))
     (lte_bytes, lte_n), (adsl_bytes, adsl_n) = [
@@ -299,8 +299,8 @@ def test_a_new_link_is_measured_with_padding_before_any_data():
     bonds = [warm.client.peer.bond, warm.gateway.peers["site"].bond]
     for bond in bonds:
         for link, rate in zip(bond.links, (20e6, 8e6), strict=True):
-            assert link.proven and not link.warming(2.5)
-            assert 0.9 * rate < link.capacity() < 1.1 * rate
+            assert link.est.proven and not link.warming(2.5)
+            assert 0.9 * rate < link.est.capacity() < 1.1 * rate
         assert bond.stats["warmup_datagrams"] > 100
     assert not warm.to_gateway and not warm.to_client
     padded = [bond.stats["warmup_datagrams"] for bond in bonds]
@@ -310,7 +310,7 @@ def test_a_new_link_is_measured_with_padding_before_any_data():
     cold = net(False)
     cold.run_until(2.5)
     for link in cold.client.peer.bond.links:
-        assert not link.proven and link.capacity() == INITIAL_RATE
+        assert not link.est.proven and link.est.capacity() == INITIAL_RATE
     assert cold.client.peer.bond.stats["warmup_datagrams"] == 0
 
 
@@ -328,9 +328,9 @@ def test_the_queue_a_warm_up_leaves_is_not_read_as_delay_noise():
     while t < 3.0:
         t += 0.010
         net.run_until(t)
-        deepest = max(deepest, adsl.queue_delay() or 0.0)
+        deepest = max(deepest, adsl.path.queue_delay() or 0.0)
     assert deepest > 0.1
-    assert adsl.delay_noise < RESERVE_NOISE_MAX
+    assert adsl.est.delay_noise < RESERVE_NOISE_MAX
 
 
 def test_losses_across_a_rekey_are_recovered_like_any_other():

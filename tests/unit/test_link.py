@@ -37,31 +37,31 @@ def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):
 def test_capacity_rises_with_samples_and_idle_links_keep_it():
     link = _up_link()
     st = _feed(link, 0, 20, 25_000)  # 10 Mbit/s delivered
-    assert 9.5e6 < link.capacity() < 10.5e6
+    assert 9.5e6 < link.est.capacity() < 10.5e6
     _feed(link, 20, 300, 12_500, state=st)  # 5 Mbit/s for 5.6 s, but not driven: app-limited
-    assert link.capacity() > 9.5e6
+    assert link.est.capacity() > 9.5e6
 
 
 def test_capacity_follows_a_smaller_link_once_driven():
     link = _up_link()
     st = _feed(link, 0, 20, 25_000, driven=True)
     _feed(link, 20, 200, 12_500, driven=True, state=st)  # the link now carries 5 Mbit/s
-    assert 4.5e6 < link.capacity() < 5.5e6
+    assert 4.5e6 < link.est.capacity() < 5.5e6
 
 
 def test_startup_then_gain_cycle_probes_and_drains():
     link = _up_link()
-    assert link.pacing_rate() == STARTUP_GAIN * link.capacity()
+    assert link.est.pacing_rate() == STARTUP_GAIN * link.est.capacity()
     st = _feed(link, 0, 20, 25_000, driven=True)
     _feed(link, 20, 25, 25_000, owd_us=20_000, driven=True, state=st)  # a queue shows: the pipe is full
-    assert not link.startup
+    assert not link.est.startup
     link.restart_startup()  # later startups grow a proven estimate more gently
-    assert link.pacing_rate() == RESTARTUP_GAIN * link.capacity()
+    assert link.est.pacing_rate() == RESTARTUP_GAIN * link.est.capacity()
     link.est._end_startup()
     gains = set()
     for k in range(40, 120):
         _feed(link, k, k + 1, 25_000, driven=True, state=st)
-        gains.add(round(link.pacer.rate / link.capacity(), 2))
+        gains.add(round(link.pacer.rate / link.est.capacity(), 2))
     assert {1.25, 0.75, 1.0} <= gains
 
 
@@ -69,7 +69,7 @@ def test_a_large_standing_queue_brakes():
     link = _up_link()
     st = _feed(link, 0, 40, 25_000, owd_us=1000, driven=True)
     _feed(link, 40, 45, 25_000, owd_us=100_000, driven=True, state=st)
-    assert link.pacer.rate == 0.75 * link.capacity()
+    assert link.pacer.rate == 0.75 * link.est.capacity()
 
 
 def test_jitter_on_an_idle_link_is_not_read_as_congestion():
@@ -80,8 +80,8 @@ def test_jitter_on_an_idle_link_is_not_read_as_congestion():
         rx += 2_500
         link.on_sent(2_500, k * 0.02 - 0.01, data=False)
         _feedback(link, k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
-    assert link.capacity() >= 0.95 * INITIAL_RATE  # kept, not cut for "congestion"
-    assert link.queue_target() > 0.005
+    assert link.est.capacity() >= 0.95 * INITIAL_RATE  # kept, not cut for "congestion"
+    assert link.est.queue_target() > 0.005
 
 
 def test_loss_estimate_from_counters():
@@ -212,7 +212,7 @@ def test_a_receiver_report_cannot_claim_more_than_was_sent():
         _feedback(link, k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)
     # what was sent, plus at most a one-time slack: the bytes sent before the first report
     # (they may still have been in flight then)
-    assert link.capacity() <= 13e6
+    assert link.est.capacity() <= 13e6
 
 
 def test_a_link_reads_well_in_a_failing_assert():

@@ -205,7 +205,7 @@ class Bond:
         if changed is not None:
             link.readmit(now)
             self.events.append(LinkStateChanged(link.name, changed, "rx", "heard again"))
-            if self.warmup and not link.proven:
+            if self.warmup and not link.est.proven:
                 link.warm_until = now + WARMUP_TIME
         self._now = now
         self._detect_gap(link, counter, now)
@@ -386,7 +386,7 @@ class Bond:
         3x what it received (a satellite's warm-up was spent at that budget, and the link
         then measured low stayed off bulk as a far link)."""
         link = self._by_id.get(link_id)
-        if link is not None and self.warmup and not link.proven and link.usable:
+        if link is not None and self.warmup and not link.est.proven and link.usable:
             link.warm_until = now + WARMUP_TIME
 
     def idle(self, now: float) -> bool:

@@ -178,8 +178,8 @@ class Link:
     def __repr__(self) -> str:
         srtt = "-" if self.path.srtt is None else f"{self.path.srtt * 1000:.1f}ms"
         return (f"Link({self.name!r} id={self.id} rx={self.health.rx.value} tx={self.health.tx.value} "
-                f"capacity={self.capacity() / 1e6:.2f}M pace={self.pacer.rate / 1e6:.2f}M srtt={srtt} "
-                f"queued={self.pacer.queued}B startup={self.startup})")
+                f"capacity={self.est.capacity() / 1e6:.2f}M pace={self.pacer.rate / 1e6:.2f}M srtt={srtt} "
+                f"queued={self.pacer.queued}B startup={self.est.startup})")
 
     def snapshot(self, now: float) -> LinkSnapshot:
         path = self.path
@@ -187,10 +187,10 @@ class Link:
         return LinkSnapshot(
             self.name, self.id, self.state.value, self.health.rx.value, self.health.tx.value,
             self.role, self.standby, _ms(srtt), _ms(None if srtt is None else path.rttvar),
-            _ms(path.lowest_rtt()), round(path.loss, 4), round(self.capacity()), round(self.pacer.rate),
-            _ms(self.queue_delay()), _ms(self.queue_target()), _ms(self.delay_noise),
-            round(self.recent_rate), self.startup, self.est.mode.value, self.est.overdriven,
-            self.est.braked, self.reserved, self.warming(now), self.tx_packets, self.tx_bytes,
+            _ms(path.lowest_rtt()), round(path.loss, 4), round(self.est.capacity()), round(self.pacer.rate),
+            _ms(self.path.queue_delay()), _ms(self.est.queue_target()), _ms(self.est.delay_noise),
+            round(self.est.recent_rate), self.est.startup, self.est.mode.value, self.est.overdriven,
+            self.est.braked, self.est.reserved, self.warming(now), self.tx_packets, self.tx_bytes,
             self.report.packets, self.report.bytes)
 
     # ------------------------------------------------------------ health
@@ -223,7 +223,7 @@ class Link:
         if srtt is None:
             return FIRST_RESPONSE_TIMEOUT
         # answers travel behind whatever queue the path holds: allow for the one measured
-        queue = self.queue_delay() or 0.0
+        queue = self.path.queue_delay() or 0.0
         return max(SILENCE_FLOOR, srtt + 4 * self.path.rttvar + 2 * FEEDBACK_INTERVAL + 2 * queue)
 
     def readmit(self, now: float) -> None:
@@ -235,11 +235,11 @@ class Link:
         return self.health.silence_deadline(self.response_timeout())
 
     def answer_deadline(self) -> float:
-        return self.health.answer_deadline(self.response_timeout(), self.report.last_gap, self.startup)
+        return self.health.answer_deadline(self.response_timeout(), self.report.last_gap, self.est.startup)
 
     def check_answer(self, now: float) -> Health | None:
         """The send direction's answer rule (core/health.py), with this link's path figures."""
-        return self.health.check_answer(now, self.response_timeout(), self.report.last_gap, self.startup)
+        return self.health.check_answer(now, self.response_timeout(), self.report.last_gap, self.est.startup)
 
     # ------------------------------------------------------------ estimators
 
@@ -248,7 +248,7 @@ class Link:
         this end's clock, which the report's echoed timestamp is in)."""
         delivery = self.path.on_report(fb, now, now_us, self.tx_bytes)
         self.est.on_delivery(now, delivery.rx_time_us, delivery.rx_bytes, delivery.sent_at)
-        queue = self.queue_delay()
+        queue = self.path.queue_delay()
         if queue is not None:
             rtt = self.path.srtt if self.path.srtt is not None else UNKNOWN_RTT
             # idle once what data last queued has drained too (a warm-up can leave 200 ms
@@ -259,7 +259,7 @@ class Link:
             self.est.on_queue(now, queue, data_idle=idle)
         self.est.on_phase_clock(now, self.path.srtt)
         self.refresh()
-        self._peak.update(now, self.capacity())
+        self._peak.update(now, self.est.capacity())
 
     def on_sent(self, size: int, now: float, data: bool) -> None:
         """A datagram of `size` wire bytes left on this link (`data`: it carried data or
@@ -288,51 +288,17 @@ class Link:
 
     def refresh(self) -> None:
         self.pacer.rate = self.est.pacing_rate()
-        self.path_delay = self.one_way_delay() + (self.queue_delay() or 0.0)
+        self.path_delay = self.path.one_way_delay() + (self.path.queue_delay() or 0.0)
 
-    # estimator figures, for the scheduler and for status
-    @property
-    def startup(self) -> bool:
-        return self.est.startup
-
-    @property
-    def proven(self) -> bool:
-        return self.est.proven
-
-    @property
-    def reserved(self) -> bool:
-        return self.est.reserved
-
-    @property
-    def recent_rate(self) -> float:
-        return self.est.recent_rate
-
-    @property
-    def delay_noise(self) -> float:
-        return self.est.delay_noise
-
-    def capacity(self) -> float:
-        return self.est.capacity()
+    # figures of the estimator (`est`) and the path (`path`) are read from them directly
 
     def peak_capacity(self) -> float:
         """The highest capacity estimate of the last PEAK_WINDOW of feedback."""
-        return max(self.capacity(), self._peak.get(0.0))
+        return max(self.est.capacity(), self._peak.get(0.0))
 
     def warming(self, now: float) -> bool:
         """Up, not yet measured, and within its warm-up: padding fills what data leaves."""
-        return now < self.warm_until and not self.proven and self.usable
-
-    def queue_target(self) -> float:
-        return self.est.queue_target()
-
-    def pacing_rate(self) -> float:
-        return self.est.pacing_rate()
-
-    def queue_delay(self) -> float | None:
-        return self.path.queue_delay()
-
-    def one_way_delay(self) -> float:
-        return self.path.one_way_delay()
+        return now < self.warm_until and not self.est.proven and self.usable
 
     # ------------------------------------------------------------ receive side bookkeeping
 

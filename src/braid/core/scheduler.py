@@ -199,13 +199,13 @@ class LinkChoice:
         usable = [lk for lk in self.links if lk.usable]
         links, spill = self.links, []
         if len(usable) > 1:
-            reach = min(lk.one_way_delay() for lk in usable) + self.queue_limit
-            far = [lk for lk in usable if lk.one_way_delay() > reach]
-            unproven = [lk for lk in far if not lk.proven]
-            near = sum(lk.capacity() for lk in usable if lk.one_way_delay() <= reach)
+            reach = min(lk.path.one_way_delay() for lk in usable) + self.queue_limit
+            far = [lk for lk in usable if lk.path.one_way_delay() > reach]
+            unproven = [lk for lk in far if not lk.est.proven]
+            near = sum(lk.est.capacity() for lk in usable if lk.path.one_way_delay() <= reach)
             # a far link kept off measures nothing more: judge it by what it proved lately,
             # or one low estimate (a cut, a dip) would keep it off for good
-            far_cap = sum(lk.peak_capacity() for lk in far if lk.proven)
+            far_cap = sum(lk.peak_capacity() for lk in far if lk.est.proven)
             share = FAR_SHARE + (FAR_HYSTERESIS if self._far_in_use else 0.0)
             near_dominates = near >= share * (near + far_cap)
             self._far_in_use = bool(far) and not near_dominates

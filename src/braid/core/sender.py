@@ -196,9 +196,9 @@ class Sender:
         """DATA payload bytes for bulk on a link: on a slow reserved link, no more than it
         sends in RESERVED_DATAGRAM_TIME, since an interactive packet waits behind the one in
         flight and about one queued (12 ms each at 1 Mbit/s for full datagrams)."""
-        if not link.reserved:
+        if not link.est.reserved:
             return self._whole_max
-        fits = int(link.capacity() * RESERVED_DATAGRAM_TIME / 8) - self.framing.data_size(0)
+        fits = int(link.est.capacity() * RESERVED_DATAGRAM_TIME / 8) - self.framing.data_size(0)
         return min(self._whole_max, max(MIN_DATA_ROOM, fits))
 
     def _take_fseq(self, flow: int) -> int:
@@ -215,7 +215,7 @@ class Sender:
         """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is
         still ramping up, time at that estimate understates the room: a few packets more."""
         return (link.pacer.backlog_end(now) - now <= self.queue_limit
-                or (link.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
+                or (link.est.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
 
     def _enqueue(self, link: Link, queued: Queued, now: float) -> None:
         """Queue a packet on a link and hand what its pacing allows to the socket."""
@@ -304,7 +304,7 @@ class Sender:
             usable = [lk for lk in self.links if lk.usable and lk.path.srtt is not None]
             if len(usable) > 1:
                 want = min(usable, key=lambda lk: lk.path.lowest_rtt() or 1.0)
-                if want.delay_noise > RESERVE_NOISE_MAX:
+                if want.est.delay_noise > RESERVE_NOISE_MAX:
                     # a jittery link cannot promise low delay anyway, and the queue of about
                     # a packet a reserved link is held to cannot be told from its jitter
                     want = None
