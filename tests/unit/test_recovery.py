@@ -56,7 +56,7 @@ def test_a_failed_link_leaves_what_the_peer_has_not_acknowledged():
     rec = _recovery()
     _sent(rec, 1, range(20))
     rec.history.acknowledge(1, 14)
-    assert [item[2] for item in rec.history.take_unacknowledged(1, 0.2)] == [115, 116, 117, 118, 119]
+    assert [item.seq for item in rec.history.take_unacknowledged(1, 0.2)] == [115, 116, 117, 118, 119]
     assert rec.history.take_unacknowledged(1, 0.2) == []  # taken once
 
 

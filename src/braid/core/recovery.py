@@ -11,6 +11,7 @@ scheduler chooses links):
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from . import wire
 from .timers import NACK_HOLD_MARGIN, NACK_HOLD_RTTS, RESEND_AGE
@@ -20,7 +21,14 @@ RING_SIZE = 4096  # recently sent data packets remembered per link
 # more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
 NACK_RATE, NACK_BURST = 1000.0, 200.0
 
-Item = tuple[int, int, int, bytes, bool]  # flow, flow_seq, seq, packet, unordered
+class Item(NamedTuple):
+    """A data packet taken out to be sent again (or moved to another link's queue)."""
+
+    flow: int
+    fseq: int  # its flow's sequence number
+    seq: int  # the tunnel's
+    packet: bytes
+    unordered: bool  # sent outside a link's queue order: it says nothing of lower seqs
 
 
 class _Sent:
@@ -32,7 +40,7 @@ class _Sent:
 
     def take(self) -> Item:
         self.resent = True
-        return (self.flow, self.fseq, self.seq, self.packet, True)
+        return Item(self.flow, self.fseq, self.seq, self.packet, True)
 
 
 class SendHistory:

@@ -49,7 +49,7 @@ class Queued:
     unordered: bool  # a resend: sent outside the link's queue order (see _send_data)
 
     def item(self) -> Item:
-        return (self.flow, self.fseq, self.seq, self.packet, self.unordered)
+        return Item(self.flow, self.fseq, self.seq, self.packet, self.unordered)
 
 
 class Framing:
@@ -278,7 +278,7 @@ class Sender:
         link is chosen as for urgent packets: by delay plus what the link already holds."""
         batches: dict[int, list[Queued]] = {}
         for item in items:
-            size = self.framing.data_size(len(item[3]))
+            size = self.framing.data_size(len(item.packet))
             link = self.choice.choose(Purpose.RESEND, size, now)
             assign(link, size)
             batches.setdefault(link.id, []).append(Queued(size, *item))
@@ -293,7 +293,7 @@ class Sender:
         """Queued packets of a link that stopped (or went away), in their order, onto the
         links the scheduler picks for them now."""
         for item in items:
-            size = self.framing.data_size(len(item[3]))
+            size = self.framing.data_size(len(item.packet))
             self._enqueue(self.choice.choose(Purpose.REQUEUE, size, now), Queued(size, *item), now)
 
     def reserve(self, now: float) -> None:

@@ -5,7 +5,8 @@ Each link numbers the datagrams it sends, one number space per link for the whol
 packet numbers go on across a key update. The nonce is built from it (unique under each
 key, since no number is used twice), the receiver detects loss from its gaps and NACKs
 name it, so the sender's history of what each link carried (core/recovery.py) survives a
-rekey. Only a restarted peer starts its numbers over (it says so in its handshake).
+rekey. Only a restarted peer starts its numbers over: its handshake carries a new instance
+id, and the first datagram under the keys of that handshake starts the count afresh.
 
 The bond hands plaintexts to `transmit`, which gives them their number; they are stamped
 with the send time and sealed when the daemon pulls them (`datagrams_to_send(now)`), so the
@@ -118,7 +119,8 @@ class PeerStats:
     replayed: int = 0
     expired_keys: int = 0
     stale: int = 0  # opened with keys of a peer instance that has since restarted: dropped
-    unsent: int = 0  # numbered, but the keys expired before the daemon pulled them
+    unsent: int = 0  # not sent: the keys expired before the daemon pulled them, or (never
+    # in practice) the link's packet numbers ran out
 
 
 class Peer:
@@ -191,9 +193,13 @@ class Peer:
             addr = self.sources.pick(link_id, wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD)
             if addr is None:
                 return -1
+        return self._queue(link_id, addr, frames)
+
+    def _queue(self, link_id: int, addr: Address | None, frames: bytes) -> int:
         number = self._numbers.get(link_id, 0)
-        if number > REJECT_AFTER_MESSAGES:
-            raise OverflowError("the link's packet numbers are exhausted")
+        if number > REJECT_AFTER_MESSAGES:  # 2^48 datagrams on one link: never reused
+            self.stats.unsent += 1
+            return -1
         self._numbers[link_id] = number + 1
         self._outbox.append(Outgoing(link_id, addr, number, frames))
         return number
@@ -233,9 +239,7 @@ class Peer:
         for link_id, addr, token in self.sources.challenges(now):
             frames = wire.encode_frame(wire.Challenge(token))
             if self.sources.charge(link_id, addr, wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD):
-                number = self._numbers.get(link_id, 0)
-                self._numbers[link_id] = number + 1
-                self._outbox.append(Outgoing(link_id, addr, number, frames))
+                self._queue(link_id, addr, frames)
 
     def set_remote_instance(self, instance: int) -> bool:
         """The peer's instance id from a handshake; True when it restarted (state reset)."""
