@@ -4,8 +4,8 @@ Configured state (what the operator set) is `LinkConfig`; everything measured li
 `Link`, which composes its parts: `LinkHealth` (core/health.py: each direction's state and
 timers), `ReceiveReport` (what arrived, and the wire.Feedback owed for it), `PathStats`
 (core/path.py: round trip, queue and loss from the peer's reports), the rate estimator
-(core/estimator.py) and the pacing clock. Times are monotonic seconds passed in by the
-caller.
+(core/estimator.py) and the pacing clock (core/pacer.py). Times are monotonic seconds passed
+in by the caller.
 """
 
 from __future__ import annotations

@@ -317,9 +317,9 @@ class ClientDaemon(DaemonBase):
                       socket.AF_INET if version == 4 else socket.AF_INET6, dst), LOOP_HOLD)
         return True
 
-    def _send(self) -> None:
+    def _send(self, now: float) -> None:
         send = self.uplinks.send
-        for dg in self.core.datagrams_to_send(time.monotonic()):  # stamped as they leave
+        for dg in self.core.datagrams_to_send(now):
             try:
                 send(dg.link_id, dg.data)
             except OSError as exc:
@@ -329,7 +329,7 @@ class ClientDaemon(DaemonBase):
         if self.loop.reload_requested:
             self.loop.reload_requested = False
             self.reload()
-        self._send()
+        self._send(now)
         self.write_delivered(self.tun, self.core.packets_to_deliver())
         self.log_events(self.core)
         self.book.maybe_sample(now, [self.core.peer])

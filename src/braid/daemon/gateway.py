@@ -155,9 +155,9 @@ class GatewayDaemon(DaemonBase):
         except TunGone:
             self.tun = self.reopen_tun(self.tun, self.netsetup, self._on_tun)
 
-    def _send(self) -> None:
+    def _send(self, now: float) -> None:
         send = self.sock.send
-        for dg in self.core.datagrams_to_send(time.monotonic()):  # stamped as they leave
+        for dg in self.core.datagrams_to_send(now):
             if dg.addr is None:  # a gateway's datagrams always name their address
                 continue
             try:
@@ -169,7 +169,7 @@ class GatewayDaemon(DaemonBase):
         if self.loop.reload_requested:
             self.loop.reload_requested = False
             self.reload()
-        self._send()
+        self._send(now)
         peers = list(self.core.peers.values())
         self.write_delivered(self.tun, self.core.packets_to_deliver())
         self.log_events(self.core)
