@@ -6,6 +6,7 @@ import itertools
 import pytest
 
 from braid.core.estimator import INITIAL_RATE, RESERVED_CYCLE
+from braid.core.recovery import Item
 from braid.core.sender import RESERVE_NOISE_MAX
 from braid.testing.fakenet import FakeLink, FakeNet
 from tests.helpers import packet_seq, udp_packet
@@ -279,7 +280,7 @@ def test_a_batch_of_resends_leaves_in_its_own_order():
     bond = net.client.peer.bond
     for link in bond.links:
         link.pacer.clock = net.now + 1.0  # pacing holds everything back: the order stays visible
-    items = [(0, k, 1000 + k, bytes(1200), True) for k in range(50)]
+    items = [Item(0, k, 1000 + k, bytes(1200), True) for k in range(50)]
     bond.tx.resend(items, net.now)
     queued = [entry.seq for link in bond.links for entry in bond.tx._queues[link.id]]
     assert len(queued) == 50

@@ -4,7 +4,7 @@ resends; its links are real Link objects, its socket a recorder."""
 from braid.core import wire
 from braid.core.health import READMIT_GOOD, Health
 from braid.core.link import Link, LinkConfig
-from braid.core.recovery import SendHistory
+from braid.core.recovery import Item, SendHistory
 from braid.core.scheduler import make_scheduler
 from braid.core.sender import Framing, Sender
 from tests.helpers import udp_packet
@@ -82,7 +82,7 @@ def test_resends_leave_ahead_of_the_queue_in_their_own_order():
     for n in range(5):
         sender.on_tun_packet(udp_packet(n), 0.1)
     links[0].pacer.clock = 1.0  # pacing holds the queue back
-    sender.resend([(0, 100 + k, 1000 + k, bytes(1200), True) for k in range(3)], 0.1)
+    sender.resend([Item(0, 100 + k, 1000 + k, bytes(1200), True) for k in range(3)], 0.1)
     _drain(sender, links[0], 1.0)
     seqs = [f.seq for _, f in out.data()]
     first = seqs.index(1000)
