@@ -80,7 +80,7 @@ class ClientCore:
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         """Every datagram made since the last call (each one once), grouped by link;
-        transport ones stamped with `now` (the time they leave) and sealed."""
+        transport ones stamped with `now` (the daemon's clock as it pulls them) and sealed."""
         return self.peer.datagrams_to_send(now)
 
     def packets_to_deliver(self) -> list[bytes]:

@@ -380,7 +380,7 @@ class GatewayCore:
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         """Every datagram made since the last call, of every client (each one once):
         handshake answers first, then each client's grouped by link, transport ones
-        stamped with `now` (the time they leave) and sealed."""
+        stamped with `now` (the daemon's clock as it pulls them) and sealed."""
         out, self.datagrams = self.datagrams, []
         for peer in self.peers.values():
             if peer.has_outgoing():
