@@ -74,9 +74,7 @@ def read_tun(tun: Tun, on_packet: Callable[[bytes, float], None], send: Callable
     """Read the TUN in small chunks and send after each, so that the first datagrams of a
     burst do not wait for the whole burst's work; the clock is read again for each chunk,
     and the core stamps what it pulls with the reading it was given the chunk with: one
-    clock for everything the core compares (stamps read at the moment of sending instead
-    went with a NACK storm after a link came back, in 3 of 3 full failover runs; the
-    mechanism is not pinned down)."""
+    clock for everything the core compares (its send log, the stamps the peer echoes)."""
     for _ in range(TUN_CHUNKS):
         packets = tun.read_batch(TUN_CHUNK)
         for packet in packets:
