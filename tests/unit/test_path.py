@@ -42,7 +42,7 @@ def test_loss_from_packet_numbers_and_a_restarted_peer_starts_a_new_base():
     path.on_report(_report(rx_packets=0, highest=0), 0.0, 0, 0)
     path.on_report(_report(rx_packets=970, highest=1000), 0.1, 100_000, 0)  # 970 of 1000
     assert abs(path.loss - 0.03) < 1e-9
-    path.on_peer_restart()  # its counts start over: no sample from across the restart
+    path.restart_numbers()  # its counts start over: no sample from across the restart
     path.on_report(_report(rx_packets=5, highest=1100), 0.2, 200_000, 0)
     assert abs(path.loss - 0.03) < 1e-9
 

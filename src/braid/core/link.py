@@ -308,4 +308,4 @@ class Link:
     def restart_numbers(self) -> None:
         """The peer's packet numbers and its report counts start over."""
         self.report.highest_counter = -1
-        self.path.on_peer_restart()
+        self.path.restart_numbers()

@@ -79,7 +79,7 @@ class PathStats:
     def lowest_rtt(self) -> float | None:
         return None if self.srtt is None else self.min_rtt.get(self.srtt)
 
-    def on_peer_restart(self) -> None:
+    def restart_numbers(self) -> None:
         """The peer's packet numbers and report counts start over."""
         self._loss_base = None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -99,8 +100,12 @@ class Keypair:
         return now - self.created > REJECT_AFTER_TIME
 
 
-def _by_link(d: Datagram) -> int:
-    return d.link_id
+_by_link = attrgetter("link_id")
+
+
+def sealed_size(frames: bytes) -> int:
+    """UDP payload bytes of a transport datagram carrying `frames`."""
+    return wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD
 
 
 def link_table(links: list[LinkConfig]) -> tuple[str, ...]:
@@ -190,7 +195,7 @@ class Peer:
             return -1
         addr = None
         if self.learns_addresses:
-            addr = self.sources.pick(link_id, wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD)
+            addr = self.sources.pick(link_id, sealed_size(frames))
             if addr is None:
                 return -1
         return self._queue(link_id, addr, frames)
@@ -238,7 +243,7 @@ class Peer:
             return
         for link_id, addr, token in self.sources.challenges(now):
             frames = wire.encode_frame(wire.Challenge(token))
-            if self.sources.charge(link_id, addr, wire.INNER_TS_LEN + len(frames) + SEAL_OVERHEAD):
+            if self.sources.charge(link_id, addr, sealed_size(frames)):
                 self._queue(link_id, addr, frames)
 
     def set_remote_instance(self, instance: int) -> bool:
