@@ -23,8 +23,9 @@
 - One-way delay is a brake only: a standing queue well above the link's own delay noise
   (learned from probes while no data flows, so jitter of 4G or LEO satellite is not read
   as congestion) paces below the estimate, and resets it to what gets through if the
-  datagrams sent since still arrive more slowly than they left (a path whose delay merely
-  stepped up, as a LEO satellite's at a handover, delivers them as fast: no cut).
+  datagrams sent since still arrive more slowly than they left, by more than the link's
+  jitter can stretch them (a path whose delay merely stepped up, as a LEO satellite's at a
+  handover, delivers them as fast: no cut).
 Times are monotonic seconds passed in; no clock or randomness of its own.
 """
 
@@ -67,6 +68,9 @@ CRUISE_DRAIN = 0.9
 # this much more slowly than it left, over at least BRAKE_SPAN of receiver time
 BRAKE_EXCESS = 1.1
 BRAKE_SPAN = 0.060
+# ... after crediting their receive span with this many times the link's delay noise: the
+# first and the last of them can each be late by up to the path's jitter
+BRAKE_JITTER_CREDIT = 2.0
 OVERDRIVE_SPAN = 0.2  # seconds of send and delivery history compared
 OVERDRIVE_RATIO = 1.2  # sent / delivered above this: saturated (random loss stays well below)
 OVERDRIVE_MIN_BYTES = 30_000  # about 20 full packets: less is not worth judging
@@ -271,8 +275,9 @@ class RateEstimator:
 
     def _delivered_if_short(self, since: float) -> float | None:
         """The delivery rate of the datagrams sent since `since`, if they arrived more slowly
-        than they were sent (by BRAKE_EXCESS) over at least BRAKE_SPAN of receiver time;
-        else None (too few to judge, or delivered as fast as sent)."""
+        than they were sent (by BRAKE_EXCESS, over at least BRAKE_SPAN of receiver time, less
+        what the link's jitter alone can stretch it by); else None (too few to judge, or
+        delivered as fast as sent)."""
         sent_at = self._hist_sent
         for k in range(len(sent_at) - 1):
             s0 = sent_at[k]
@@ -284,7 +289,9 @@ class RateEstimator:
             delivered, sent, sent_bytes, rx_span = span
             if rx_span < BRAKE_SPAN or sent_bytes < OVERDRIVE_MIN_BYTES // 2:
                 return None
-            return delivered if sent > BRAKE_EXCESS * delivered else None
+            credit = min(BRAKE_JITTER_CREDIT * self.delay_noise, rx_span / 2)
+            unstretched = delivered * rx_span / (rx_span - credit)  # had jitter not stretched it
+            return delivered if sent > BRAKE_EXCESS * unstretched else None
         return None
 
     def _span(self, k: int) -> tuple[float, float, int, float] | None:
