@@ -34,7 +34,7 @@ def _sender(*rates: float) -> tuple[Sender, list[Link], Wire]:
         links.append(link)
     out = Wire()
     stats: dict[str, int] = dict.fromkeys(("tun_in", "queue_drops", "urgent", "fragmented", "too_big",
-                                           "resent", "duplicated", "warmup_datagrams"), 0)
+                                           "resent", "duplicated", "warmup_datagrams", "resend_copies"), 0)
     history = SendHistory([lk.id for lk in links])
     sender = Sender(links, make_scheduler("earliest-arrival"), Framing(False), history, stats, out,
                     lambda link, now, room: b"")
@@ -89,6 +89,31 @@ def test_resends_leave_ahead_of_the_queue_in_their_own_order():
     assert seqs[first:first + 3] == [1000, 1001, 1002]
     assert seqs[first + 3:] and all(s < 5 for s in seqs[first + 3:])  # the queue waited behind
     assert sender.stats["resent"] == 3
+
+
+def test_a_nacked_packet_resent_on_a_lossy_link_is_copied_on_another():
+    sender, links, out = _sender(10e6, 10e6)
+    links[0].path.loss, links[1].path.loss = 0.01, 0.0  # l0 is lossy
+    links[0].path_delay, links[1].path_delay = 0.010, 0.030  # but so much nearer that resends take it
+    items = [Item(0, 100 + k, 1000 + k, bytes(1200), True) for k in range(3)]
+    sender.resend(items, 0.1, copies=True)
+    for link in links:
+        _drain(sender, link, 0.1)
+    by_link = {name: [f.seq for n, f in out.data() if n == name] for name in ("l0", "l1")}
+    assert by_link == {"l0": [1000, 1001, 1002], "l1": [1000, 1001, 1002]}, by_link
+    assert sender.stats["resend_copies"] == 3 and sender.stats["resent"] == 3
+
+
+def test_no_copy_of_a_resend_on_a_clean_link_nor_of_a_failed_links_packets():
+    sender, links, out = _sender(10e6, 10e6)
+    items = [Item(0, 100 + k, 1000 + k, bytes(1200), True) for k in range(3)]
+    sender.resend(items, 0.1, copies=True)  # no link is lossy
+    links[0].path.loss = links[1].path.loss = 0.05
+    sender.resend([Item(0, 200, 2000, bytes(1200), True)], 0.1)  # failover: no copies
+    for link in links:
+        _drain(sender, link, 0.1)
+    assert sorted(f.seq for _, f in out.data()) == [1000, 1001, 1002, 2000]
+    assert sender.stats["resend_copies"] == 0
 
 
 def test_a_stopped_links_queue_moves_to_the_others_in_order():

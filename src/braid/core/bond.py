@@ -74,7 +74,8 @@ class Bond:
         self.stats = dict.fromkeys(
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
-             "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited", "duplicated"), 0)
+             "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited", "duplicated",
+             "resend_copies"), 0)
         self.rx = Receiver(self.stats, REORDER_TIMEOUT_MAX)  # dedup, reassembly, reordering: -> rx.delivered
         self.recovery = Recovery([link.id for link in self.links], now, self.stats)
         self._history = self.recovery.history
@@ -298,7 +299,7 @@ class Bond:
         """Resend what a NACK names, if it was sent and not resent yet."""
         items = self.recovery.on_nack(nack, now, datagram)
         if items:
-            self.tx.resend(items, now)
+            self.tx.resend(items, now, copies=True)
 
     def _lost(self, seq: int) -> bool:
         """A gap before `seq` is lost: every live link has sent past it (and no NACK's

@@ -273,15 +273,25 @@ class Sender:
         self._send_data(link, flow, fseq, seq, payload, True, now)
         self.stats["duplicated"] += 1
 
-    def resend(self, items: list[Item], now: float) -> None:
+    def resend(self, items: list[Item], now: float, copies: bool = False) -> None:
         """Put packets at the head of a link's queue and send. They pass the queue, so the
-        link is chosen as for urgent packets: by delay plus what the link already holds."""
+        link is chosen as for urgent packets: by delay plus what the link already holds.
+        `copies` (NACKed packets): one whose link loses more than DUPLICATE_LOSS also goes
+        on the next-best link, as a realtime packet's copy does. A resend has already cost
+        its flow a round trip; lost again, its gap times out and the inner transport takes
+        it for congestion (about one resend in a hundred on a 1 %-loss link)."""
         batches: dict[int, list[Queued]] = {}
         for item in items:
             size = self.framing.data_size(len(item.packet))
             link = self.choice.choose(Purpose.RESEND, size, now)
             assign(link, size)
             batches.setdefault(link.id, []).append(Queued(size, *item))
+            if copies and link.path.loss > DUPLICATE_LOSS:
+                other = self.choice.choose(Purpose.DUPLICATE, size, now, first=link)
+                if other is not link:
+                    assign(other, size)
+                    batches.setdefault(other.id, []).append(Queued(size, *item))
+                    self.stats["resend_copies"] += 1
         # in their own order, ahead of the queue: a failover resends hundreds of packets, and
         # putting each at the head in turn sent the oldest, which the receiver waits on, last
         for link_id, batch in batches.items():
