@@ -7,8 +7,16 @@ workload: the QUIC counterpart of one iperf3 TCP flow.
 The client opens one stream and names the direction. Up: it sends for SECONDS, the server
 counts what arrives and answers with its counts. Down: the server sends for SECONDS, the
 client counts. The receiver counts bytes per SAMPLE seconds from the first byte; the client
-prints one JSON line: {"goodput_mbit": ..., "samples": [[t_end, mbit], ...]}. A test tool:
-it accepts any certificate (a self-signed one is made at start).
+prints one JSON line: {"goodput_mbit": ..., "samples": [[t_end, mbit], ...],
+"socket_drops": N}. A test tool: it accepts any certificate (a self-signed one is made at
+start).
+
+Both ends ask for SOCKET_BUFFER bytes of socket buffer, as QUIC stacks made for bulk do
+(quic-go asks for 7 MB, and warns when it cannot have it): with the kernel's default of
+about 200 kB, a burst of a few hundred datagrams (a tunnel's reorder buffer releasing what a
+recovered loss held, a link's queue draining) overflowed this Python receiver's socket, and
+QUIC read the overflow as the path's loss. `socket_drops` is that socket's overflow count at
+the receiver (/proc/net/udp), so a run can tell the receiver's losses from the path's.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
+import socket
 import ssl
 import sys
 import tempfile
@@ -29,6 +39,32 @@ CHUNK = bytes(64 * 1024)
 SEND_BUFFER = 1 << 20  # bytes the sender keeps written but not yet acknowledged, at most
 WINDOW = 64 << 20  # flow-control windows: never the limit on a lab link (a satellite's BDP)
 ALPN = ["braid-perf"]
+SOCKET_BUFFER = 8 << 20
+
+
+def _big_buffers(transport: Any) -> socket.socket:
+    """Give the transfer's UDP socket SOCKET_BUFFER each way (past rmem_max where allowed:
+    the lab runs as root)."""
+    sock: socket.socket = transport.get_extra_info("socket")
+    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force or plain, SOCKET_BUFFER)
+        except (OSError, TypeError):
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+    return sock
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped for want of room in `sock`'s receive buffer."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 12 and fields[9] == inode:
+                    return int(fields[12])
+    return 0
 
 
 def _configuration(is_client: bool) -> Any:
@@ -136,17 +172,22 @@ def _protocol_class() -> Any:
                 self.counter.add(len(data))
                 if event.end_stream:
                     self._quic.send_stream_data(event.stream_id, json.dumps(
-                        self.counter.report()).encode(), end_stream=True)
+                        self.received()).encode(), end_stream=True)
                     self.transmit()
             elif not self.is_server:
                 if self.direction == "down":
                     self.counter.add(len(data))
                     if event.end_stream and not self.done.done():
-                        self.done.set_result(self.counter.report())
+                        self.done.set_result(self.received())
                 else:
                     self.reply += data
                     if event.end_stream and not self.done.done():
                         self.done.set_result(json.loads(self.reply))
+
+        def received(self) -> dict[str, Any]:
+            transport: Any = self._transport
+            sock = transport.get_extra_info("socket")
+            return self.counter.report() | {"socket_drops": socket_drops(sock)}
 
     return PerfProtocol
 
@@ -169,6 +210,7 @@ async def _server(host: str, port: int, timeout: float) -> None:
         cert, key = _self_signed(Path(tmp))
         config.load_cert_chain(str(cert), str(key))
     server = await serve(host, port, configuration=config, create_protocol=create)
+    _big_buffers(server._transport)
     print("ready", flush=True)
     end = time.monotonic() + timeout
     while not protocols and time.monotonic() < end:
@@ -185,6 +227,7 @@ async def _client(host: str, port: int, seconds: float, direction: str) -> dict[
     async with connect(host, port, configuration=_configuration(is_client=True),
                        create_protocol=_protocol_class()) as connection:
         proto: Any = connection
+        _big_buffers(proto._transport)
         proto.direction = direction
         stream_id = proto._quic.get_next_available_stream_id()
         proto._quic.send_stream_data(stream_id, f"{direction} {seconds}\n".encode())

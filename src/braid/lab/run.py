@@ -182,6 +182,8 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                      "events": [e["event"] | {"applied_at_s": e["t"]} for e in emu_out.events]}
             if transfer.udp_loss is not None:
                 extra["udp"] = {"loss": transfer.udp_loss, "jitter_ms": transfer.udp_jitter_ms}
+            if transfer.receiver_drops is not None:
+                extra["quic"] = {"receiver_socket_drops": transfer.receiver_drops}
             results.append(resultlib.build(
                 scenario=sc.name, direction=direction, transfer=transfer, baselines=baselines,
                 capacity=capacity, loss=loss, rtt_idle=rtt_idle, rtt_load=[r for _, r in rtts],

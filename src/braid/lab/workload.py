@@ -24,6 +24,7 @@ class TransferResult:
     udp_loss: float | None = None
     udp_jitter_ms: float | None = None
     udp_out_of_order: int | None = None
+    receiver_drops: int | None = None  # a QUIC receiver's socket overflows (not the path's)
 
 
 def _iperf_json(text: str) -> dict:
@@ -111,8 +112,8 @@ def _iperf_once(ns: Namespaces, server_ip: str, seconds: float, direction: str, 
 def quic_transfer(ns: Namespaces, server_ip: str, seconds: float, direction: str,
                   port: int = 4433) -> TransferResult:
     """One bulk transfer over one QUIC connection (aioquic, CUBIC) between the site and a
-    server in the gateway namespace; up: the site sends. Receiver-side samples; QUIC's
-    losses are not counted (retransmits 0)."""
+    server in the gateway namespace; up: the site sends. Receiver-side samples and the
+    receiver's socket overflows; QUIC's losses are not counted (retransmits 0)."""
     quicperf = [sys.executable, "-m", "braid.lab.quicperf"]
     server = ns.popen("gw", [*quicperf, "server", server_ip, str(port), f"{seconds + 60:g}"],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -131,7 +132,8 @@ def quic_transfer(ns: Namespaces, server_ip: str, seconds: float, direction: str
         except subprocess.TimeoutExpired:
             server.kill()
     samples = [(float(t), float(mbit)) for t, mbit in data["samples"]]
-    return TransferResult(float(data["goodput_mbit"]), 0, samples)
+    return TransferResult(float(data["goodput_mbit"]), 0, samples,
+                          receiver_drops=int(data.get("socket_drops", 0)))
 
 
 class Pinger:
