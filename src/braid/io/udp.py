@@ -61,12 +61,17 @@ def family_of(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
 
 
-def _buffers(sock: socket.socket) -> None:
-    for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE as root
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32  # Linux's; Python's socket module does not name them
+
+
+def set_buffers(sock: socket.socket, size: int = BUFFER_BYTES) -> None:
+    """`size` bytes of socket buffer each way: past rmem_max/wmem_max as root (the *BUFFORCE
+    options), else as far as they allow."""
+    for opt, force in ((socket.SO_RCVBUF, SO_RCVBUFFORCE), (socket.SO_SNDBUF, SO_SNDBUFFORCE)):
         try:
-            sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
 def is_address(value: str) -> bool:
@@ -84,7 +89,7 @@ def link_socket(bind: str, family: int, remote: tuple, fwmark: int | None = None
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        _buffers(sock)
+        set_buffers(sock)
         if fwmark is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
         if is_address(bind):
@@ -106,7 +111,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        _buffers(sock)
+        set_buffers(sock)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(addr)

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from braid.io.udp import set_buffers
+
 SAMPLE = 0.1
 CHUNK = bytes(64 * 1024)
 SEND_BUFFER = 1 << 20  # bytes the sender keeps written but not yet acknowledged, at most
@@ -42,17 +44,10 @@ ALPN = ["braid-perf"]
 SOCKET_BUFFER = 8 << 20
 
 
-def _big_buffers(transport: Any) -> socket.socket:
-    """Give the transfer's UDP socket SOCKET_BUFFER each way (past rmem_max where allowed:
-    the lab runs as root)."""
-    sock: socket.socket = transport.get_extra_info("socket")
-    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force or plain, SOCKET_BUFFER)
-        except (OSError, TypeError):
-            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
-    return sock
+def _big_buffers(transport: Any) -> None:
+    """Give the transfer's UDP socket SOCKET_BUFFER each way (past rmem_max: the lab runs as
+    root)."""
+    set_buffers(transport.get_extra_info("socket"), SOCKET_BUFFER)
 
 
 def socket_drops(sock: socket.socket) -> int:
