@@ -4,8 +4,8 @@ client that drips its request. Each test prints what it measured.
 
 Topology: site --up0-- gw --a0-- attacker (veth pairs). up0 is shaped to 200 Mbit/s with
 tbf, so that the calm transfer is bounded by the link, not by two busy cores: what a flood
-costs then shows as lost throughput or added delay. Each attack is measured right after a
-calm run of its own (the machine's load drifts over minutes)."""
+costs then shows as lost throughput or added delay. Each attack is measured between two
+calm runs of its own (the machine's load drifts over minutes)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.root
 FLOOD_RATE = 15_000
 LINK_MBIT = 200
 RTT = re.compile(r"time=([\d.]+) ms")
+TBF_LATENCY_MS = 20  # up0's tbf queue: a ping shares it with the flow, so one 6 s run's p99
+# lands anywhere in it (calm runs here read p99 13-35 ms); an attack's harm must exceed it
 
 
 class Target:
@@ -43,7 +46,7 @@ class Target:
         ns.run("gw", ["ip", "addr", "add", "10.211.0.2/30", "dev", "a0"])
         for role in ("site", "gw"):
             ns.run(role, ["tc", "qdisc", "add", "dev", "up0", "root", "tbf", "rate", f"{LINK_MBIT}mbit",
-                          "burst", "64kb", "latency", "20ms"])
+                          "burst", "64kb", "latency", f"{TBF_LATENCY_MS}ms"])
         gk, self.gw_public = _key()
         ck, cp = _key()
         self.client_key = ck
@@ -135,20 +138,48 @@ def _show(name: str, m: dict[str, float]) -> str:
     return f"{name}: {m['mbit']:.0f} Mbit/s, ping p50 {m['p50']:.2f} ms p99 {m['p99']:.2f} ms"
 
 
+Measure = dict[str, float]
+
+
+def _bracketed(target: Target, attack: Callable[[], Measure]) -> tuple[Measure, Measure]:
+    """A calm run on each side of the attack, so that neither the load's drift over the minute
+    nor one lucky calm run sets the reference: its p99 is the worse calm one, its rate the mean."""
+    before = target.measure(None)
+    hit = attack()
+    after = target.measure(None)
+    print(_show("calm before", before))
+    print(_show("calm after", after))
+    calm = {"mbit": (before["mbit"] + after["mbit"]) / 2, "p50": max(before["p50"], after["p50"]),
+            "p99": max(before["p99"], after["p99"])}
+    return calm, hit
+
+
+def _delay_bound(calm: dict[str, float], factor: float) -> float:
+    """The most p99 an attack may read: `factor` times the calm p99 or one link queue more,
+    whichever is larger (+2 ms: a busy 2-core host's scheduling noise). A control client or a
+    flood that holds the loop shows as hundreds of ms."""
+    return max(factor * calm["p99"], calm["p99"] + TBF_LATENCY_MS) + 2.0
+
+
 @pytest.mark.parametrize("flood", ["junk", "unknown-key"])
 def test_a_handshake_flood_does_not_take_the_tunnel_down(warm, flood):
     target = warm
-    calm = target.measure(None)
-    before = target.gateway_status()["counters"]
-    hit = target.measure(flood)
-    after = target.gateway_status()["counters"]
+    counters: list[dict[str, int]] = []
+
+    def attack() -> dict[str, float]:
+        counters.append(target.gateway_status()["counters"])
+        hit = target.measure(flood)
+        counters.append(target.gateway_status()["counters"])
+        return hit
+
+    calm, hit = _bracketed(target, attack)
+    before, after = counters
     delta = {k: after[k] - before[k] for k in ("bad_mac", "cookie_replies", "unknown_client",
                                               "handshake_failed", "rate_limited")}
-    print(_show("no flood", calm))
     print(_show(f"{flood} flood at {FLOOD_RATE}/s ({hit['flood_sent']:.0f} sent)", hit), delta)
     assert hit["flood_sent"] >= FLOOD_RATE * 6
     assert hit["mbit"] >= 0.8 * calm["mbit"]
-    assert hit["p99"] <= 2 * calm["p99"] + 2.0  # (+2 ms: a busy 2-core host's scheduling noise)
+    assert hit["p99"] <= _delay_bound(calm, 2.0)
     if flood == "junk":
         assert delta["bad_mac"] >= FLOOD_RATE * 6 * 0.9
     else:  # past the load threshold no Diffie-Hellman: a few cookie replies, the rest dropped
@@ -159,7 +190,6 @@ def test_a_handshake_flood_does_not_take_the_tunnel_down(warm, flood):
 
 def test_a_dripping_control_client_does_not_delay_the_tunnel(warm):
     target = warm
-    calm = target.measure(None)
     stop = threading.Event()
 
     def drip() -> None:
@@ -174,18 +204,20 @@ def test_a_dripping_control_client_does_not_delay_the_tunnel(warm):
                     except OSError:
                         break
 
-    threads = [threading.Thread(target=drip) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        hit = target.measure(None)
-    finally:
-        stop.set()
+    def attack() -> dict[str, float]:
+        threads = [threading.Thread(target=drip) for _ in range(3)]
         for t in threads:
-            t.join(timeout=5)
-    print(_show("no drip", calm))
+            t.start()
+        try:
+            return target.measure(None)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=5)
+
+    calm, hit = _bracketed(target, attack)
     print(_show("three dripping control clients", hit))
-    assert hit["p99"] <= 2 * calm["p99"] + 2.0
+    assert hit["p99"] <= _delay_bound(calm, 1.0)
     assert hit["mbit"] >= 0.8 * calm["mbit"]
     assert target.gateway_status()["ok"]  # the socket still answers once the drips stop
 
