@@ -2,11 +2,13 @@
 resends; its links are real Link objects, its socket a recorder."""
 
 from braid.core import wire
+from braid.core.estimator import Mode
 from braid.core.health import READMIT_GOOD, Health
 from braid.core.link import Link, LinkConfig
 from braid.core.recovery import Item, SendHistory
 from braid.core.scheduler import make_scheduler
-from braid.core.sender import Framing, Sender
+from braid.core.sender import RECOVERY_ROOM_MAX, Framing, Sender
+from braid.core.timers import NACK_HOLD_MARGIN, NACK_HOLD_RTTS, RECOVERY_ROOM_HOLD
 from tests.helpers import udp_packet
 
 
@@ -128,3 +130,39 @@ def test_a_stopped_links_queue_moves_to_the_others_in_order():
     _drain(sender, links[1], 5.0)
     carried = [f.seq for name, f in out.data() if name == "l1"]
     assert set(m[2] for m in moved) <= set(carried)
+
+
+
+def _cycling_sender(rate: float, srtt: float) -> tuple[Sender, Link]:
+    """A sender whose one link has measured its rate and round trip (out of startup)."""
+    sender, links, _ = _sender(rate)
+    links[0].est._set_mode(Mode.CYCLE)
+    links[0].path.srtt = srtt
+    return sender, links[0]
+
+
+def _admitted(sender: Sender, t: float, count: int = 400) -> int:
+    before = sender.stats["queue_drops"]
+    for n in range(count):
+        sender.on_tun_packet(udp_packet(n, size=1200), t)
+    return count - (sender.stats["queue_drops"] - before)
+
+
+def test_while_the_peer_recovers_a_loss_the_tunnel_queue_takes_its_burst_then_shrinks_back():
+    """A NACK means the peer holds flows for up to NACK_HOLD_RTTS of its NACK links' round
+    trip and then releases them at once: the queue makes room for that long a burst, for
+    RECOVERY_ROOM_HOLD after the last NACK, never above RECOVERY_ROOM_MAX x queue_limit."""
+    calm_sender, _ = _cycling_sender(2e6, 0.060)
+    assert calm_sender.queue_room(1.0) == calm_sender.queue_limit
+    calm = _admitted(calm_sender, 1.0)
+    sender, link = _cycling_sender(2e6, 0.060)
+    sender.note_recovery(1.0)
+    hold = NACK_HOLD_RTTS * 0.060 + NACK_HOLD_MARGIN
+    assert sender.queue_room(1.0) == hold
+    burst = _admitted(sender, 1.0)
+    assert burst >= calm * hold / sender.queue_limit * 0.8, (calm, burst)
+    assert sender.queue_room(1.0 + RECOVERY_ROOM_HOLD - 0.1) == hold
+    assert sender.queue_room(1.0 + RECOVERY_ROOM_HOLD + 0.1) == sender.queue_limit
+    link.path.srtt = 2.0  # a GEO link's round trip: capped
+    sender.note_recovery(20.0)
+    assert sender.queue_room(20.0) == RECOVERY_ROOM_MAX * sender.queue_limit

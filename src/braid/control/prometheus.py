@@ -37,7 +37,7 @@ LINK_COUNTERS = (
     ("braid_link_rx_packets_total", "Datagrams received on the link", "rx_packets"),
 )
 # peer counters that are levels, not totals
-GAUGE_COUNTERS = {"reorder_held", "reorder_held_bytes", "reorder_limit_bytes"}
+GAUGE_COUNTERS = {"reorder_held", "reorder_held_bytes", "reorder_limit_bytes", "queue_room_ms"}
 
 
 def _escape(value: Any) -> str:

@@ -49,6 +49,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
         "reorder_held": bond.reorder.held, "reorder_held_bytes": bond.reorder.held_bytes,
         "reorder_limit_bytes": bond.reorder.max_bytes, "gaps_lost": bond.reorder.gaps_lost,
         "gaps_timed_out": bond.reorder.gaps_timed_out, "late": bond.reorder.late,
+        "queue_room_ms": round(bond.tx.queue_room(now) * 1000),
     })
     return {"peer": peer.name, "established": peer.established, "links": links, "counters": counters}
 

@@ -298,6 +298,7 @@ class Bond:
     def _on_nack(self, nack: wire.Nack, now: float, datagram: tuple[int, int]) -> None:
         """Resend what a NACK names, if it was sent and not resent yet."""
         items = self.recovery.on_nack(nack, now, datagram)
+        self.tx.note_recovery(now)
         if items:
             self.tx.resend(items, now, copies=True)
 

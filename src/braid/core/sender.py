@@ -23,10 +23,19 @@ from .estimator import RESERVED_DATAGRAM_TIME
 from .link import Link
 from .recovery import Item, SendHistory
 from .replay import SEQ_MOD
-from .scheduler import LinkChoice, Purpose, Scheduler, assign
-from .timers import INTERACTIVE_HOLD, LINK_BACKLOG
+from .scheduler import LinkChoice, Purpose, Scheduler, assign, nack_targets
+from .timers import (
+    INTERACTIVE_HOLD,
+    LINK_BACKLOG,
+    NACK_HOLD_MARGIN,
+    NACK_HOLD_RTTS,
+    RECOVERY_ROOM_HOLD,
+    UNKNOWN_RTT,
+)
+from .windowed import WindowedMax
 
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
+RECOVERY_ROOM_MAX = 4  # ... while the peer recovers losses, up to this many times more
 STARTUP_QUEUE_PACKETS = 64
 RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is not reserved
 # realtime protection: an interactive packet (classify.INTERACTIVE: VoIP, games, DNS, ICMP,
@@ -88,6 +97,7 @@ class Sender:
         self.send = send
         self.control_for = control_for
         self.queue_limit = queue_limit
+        self._recovery_room = WindowedMax(RECOVERY_ROOM_HOLD)
         self.next_seq = 0
         self._flow_seq = [0] * 256
         self._classifier = FlowClassifier()
@@ -211,10 +221,30 @@ class Sender:
         self.next_seq = (seq + 1) & (SEQ_MOD - 1)
         return seq
 
+    def queue_room(self, now: float) -> float:
+        """Seconds of paced backlog each link's tunnel queue may hold now: `queue_limit`, or
+        while the peer recovers losses, the burst its recovery sends (see note_recovery)."""
+        return max(self.queue_limit, self._recovery_room.current(now, 0.0))
+
+    def note_recovery(self, now: float) -> None:
+        """The peer NACKed a gap: it holds the flows behind it for up to NACK_HOLD_RTTS round
+        trips of its NACK links, and once the resend fills it the inner senders answer the
+        whole hold at once (the held packets' ACKs come together), a burst of up to that long
+        at the bond's rate. With the tunnel queue at `queue_limit` that burst was dropped, and
+        a lossy link's every repaired loss became a loss for the inner flow all the same
+        (LTE + LEO: queue drops matched the inner TCP's retransmits). The larger room lasts
+        RECOVERY_ROOM_HOLD after the last NACK, so that a lossy link's room does not shrink
+        between two losses under a standing queue, which drops in a row what it held."""
+        if not self.links:
+            return
+        rtts = [lk.path.srtt for lk in nack_targets(self.links, self.links[0]) if lk.path.srtt]
+        hold = NACK_HOLD_RTTS * max(rtts, default=UNKNOWN_RTT) + NACK_HOLD_MARGIN
+        self._recovery_room.update(now, min(hold, RECOVERY_ROOM_MAX * self.queue_limit))
+
     def _has_room(self, link: Link, now: float) -> bool:
-        """The link's tunnel queue is under `queue_limit` of paced time. While its estimate is
+        """The link's tunnel queue is under `queue_room` of paced time. While its estimate is
         still ramping up, time at that estimate understates the room: a few packets more."""
-        return (link.pacer.backlog_end(now) - now <= self.queue_limit
+        return (link.pacer.backlog_end(now) - now <= self.queue_room(now)
                 or (link.est.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
 
     def _enqueue(self, link: Link, queued: Queued, now: float) -> None:

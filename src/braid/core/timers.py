@@ -34,6 +34,7 @@ REORDER_TIMEOUT_MIN = 0.010  # ... and at least this long
 REORDER_MARGIN = 0.005  # added to the spread of the live links' one-way delays
 NACK_HOLD_RTTS = 1.5  # after a NACK, gaps wait this many round trips of the NACKed links ...
 NACK_HOLD_MARGIN = 0.010  # ... plus this, for the resends
+RECOVERY_ROOM_HOLD = 5.0  # a link's tunnel queue keeps the room for a recovery burst this long after a NACK
 UNKNOWN_RTT = 0.1  # the round trip assumed for a link that has not measured one
 FRAGMENT_TIMEOUT = 2.0  # a partly received packet waits this long for its other fragments
 RESEND_AGE = 1.0  # older packets are not worth resending

@@ -25,6 +25,13 @@ class WindowedMax:
     def get(self, default: float) -> float:
         return self._q[0][1] if self._q else default
 
+    def current(self, now: float, default: float) -> float:
+        """The max of the samples still inside the window at `now` (`default` if none is)."""
+        q = self._q
+        while q and q[0][0] < now - self.window:
+            q.popleft()
+        return q[0][1] if q else default
+
     def reset(self, now: float, value: float) -> None:
         """Forget every sample: the quantity is known to be `value` now."""
         self._q.clear()
