@@ -28,7 +28,7 @@ from .receiver import Receiver
 from .recovery import Item, Recovery
 from .reorder import ReorderBuffer
 from .replay import SEQ_MOD, seq_diff
-from .scheduler import make_scheduler
+from .scheduler import make_scheduler, nack_rtt
 from .sender import DEFAULT_QUEUE_LIMIT, Framing, Sender
 from .timers import (
     FEEDBACK_INTERVAL,
@@ -42,7 +42,6 @@ from .timers import (
     REORDER_TIMEOUT_MAX,
     REORDER_TIMEOUT_MIN,
     REPORT_STALE,
-    UNKNOWN_RTT,
     WARMUP_TIME,
 )
 
@@ -292,8 +291,7 @@ class Bond:
             self._send_control(target, frame, now)
         self.stats["nacks_sent"] += 1
         # hold the gap for a round trip on the slower of them (the resend may take the other)
-        self.recovery.hold_for(max((lk.path.srtt for lk in targets if lk.path.srtt is not None),
-                                   default=UNKNOWN_RTT), now)
+        self.recovery.hold_for(nack_rtt(targets), now)
 
     def _on_nack(self, nack: wire.Nack, now: float, datagram: tuple[int, int]) -> None:
         """Resend what a NACK names, if it was sent and not resent yet."""

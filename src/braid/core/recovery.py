@@ -21,6 +21,11 @@ RING_SIZE = 4096  # recently sent data packets remembered per link
 # more than it receives): 1 % loss at 500 Mbit/s is about 450 gaps a second
 NACK_RATE, NACK_BURST = 1000.0, 200.0
 
+def nack_hold(rtt: float) -> float:
+    """How long gaps wait after a NACK that went out on links whose slower round trip is `rtt`."""
+    return NACK_HOLD_RTTS * rtt + NACK_HOLD_MARGIN
+
+
 class Item(NamedTuple):
     """A data packet taken out to be sent again (or moved to another link's queue)."""
 
@@ -117,7 +122,7 @@ class Recovery:
 
     def hold_for(self, rtt: float, now: float) -> None:
         """A NACK went out on links whose slower round trip is `rtt`: hold gaps that long."""
-        self.hold_until = max(self.hold_until, now + NACK_HOLD_RTTS * rtt + NACK_HOLD_MARGIN)
+        self.hold_until = max(self.hold_until, now + nack_hold(rtt))
 
     def holding(self, now: float) -> bool:
         return now < self.hold_until

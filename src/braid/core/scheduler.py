@@ -18,7 +18,7 @@ from typing import Protocol
 
 from .estimator import FULL_PACKET_BITS
 from .link import Link
-from .timers import BULK_LINKS_REFRESH, LINK_BACKLOG
+from .timers import BULK_LINKS_REFRESH, LINK_BACKLOG, UNKNOWN_RTT
 
 # a link whose delay alone is more than the queue limit above the nearest link's is "far"
 # (a satellite, a slow 3G): it carries bulk only while the near links have less than this
@@ -99,6 +99,11 @@ def nack_targets(links: list[Link], gap_link: Link) -> list[Link]:
     would cost a timeout), or the link the gap is on if none is usable."""
     usable = sorted((lk for lk in links if lk.usable), key=lambda lk: lk.path_delay)
     return usable[:2] or [gap_link]
+
+
+def nack_rtt(targets: list[Link]) -> float:
+    """The slower round trip of the links a NACK goes on (UNKNOWN_RTT if none has one yet)."""
+    return max((lk.path.srtt for lk in targets if lk.path.srtt is not None), default=UNKNOWN_RTT)
 
 
 class RoundRobin:

@@ -21,17 +21,10 @@ from . import wire
 from .classify import BULK, INTERACTIVE, FlowClassifier
 from .estimator import RESERVED_DATAGRAM_TIME
 from .link import Link
-from .recovery import Item, SendHistory
+from .recovery import Item, SendHistory, nack_hold
 from .replay import SEQ_MOD
-from .scheduler import LinkChoice, Purpose, Scheduler, assign, nack_targets
-from .timers import (
-    INTERACTIVE_HOLD,
-    LINK_BACKLOG,
-    NACK_HOLD_MARGIN,
-    NACK_HOLD_RTTS,
-    RECOVERY_ROOM_HOLD,
-    UNKNOWN_RTT,
-)
+from .scheduler import LinkChoice, Purpose, Scheduler, assign, nack_rtt, nack_targets
+from .timers import INTERACTIVE_HOLD, LINK_BACKLOG, RECOVERY_ROOM_HOLD
 from .windowed import WindowedMax
 
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
@@ -237,8 +230,7 @@ class Sender:
         between two losses under a standing queue, which drops in a row what it held."""
         if not self.links:
             return
-        rtts = [lk.path.srtt for lk in nack_targets(self.links, self.links[0]) if lk.path.srtt]
-        hold = NACK_HOLD_RTTS * max(rtts, default=UNKNOWN_RTT) + NACK_HOLD_MARGIN
+        hold = nack_hold(nack_rtt(nack_targets(self.links, self.links[0])))
         self._recovery_room.update(now, min(hold, RECOVERY_ROOM_MAX * self.queue_limit))
 
     def _has_room(self, link: Link, now: float) -> bool:
