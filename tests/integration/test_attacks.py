@@ -154,7 +154,7 @@ def _bracketed(target: Target, attack: Callable[[], Measure]) -> tuple[Measure, 
     return calm, hit
 
 
-def _delay_bound(calm: dict[str, float], factor: float) -> float:
+def _delay_bound(calm: Measure, factor: float) -> float:
     """The most p99 an attack may read: `factor` times the calm p99 or one link queue more,
     whichever is larger (+2 ms: a busy 2-core host's scheduling noise). A control client or a
     flood that holds the loop shows as hundreds of ms."""
@@ -166,7 +166,7 @@ def test_a_handshake_flood_does_not_take_the_tunnel_down(warm, flood):
     target = warm
     counters: list[dict[str, int]] = []
 
-    def attack() -> dict[str, float]:
+    def attack() -> Measure:
         counters.append(target.gateway_status()["counters"])
         hit = target.measure(flood)
         counters.append(target.gateway_status()["counters"])
@@ -204,7 +204,7 @@ def test_a_dripping_control_client_does_not_delay_the_tunnel(warm):
                     except OSError:
                         break
 
-    def attack() -> dict[str, float]:
+    def attack() -> Measure:
         threads = [threading.Thread(target=drip) for _ in range(3)]
         for t in threads:
             t.start()

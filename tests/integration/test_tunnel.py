@@ -446,14 +446,16 @@ def test_ipv6_outside_the_tunnel(tmp_path):
         def pings() -> bool:
             return ns.run("site", ["ping", "-c", "1", "-W", "1", "10.78.0.1"], check=False).returncode == 0
 
+        def client_status() -> dict:
+            out = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")]).stdout
+            return json.loads(out)
+
         _wait_for(pings, 15, "a ping through a tunnel over IPv6")
-        reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
-        mtu = json.loads(reply.stdout)["mtu"]
+        mtu = client_status()["mtu"]
         assert mtu == DEFAULT_FRAGMENTS * (1500 - 40 - 8 - 40 - 1)  # whole datagrams over IPv6
 
         def measured() -> bool:  # the link's warm-up padding is over
-            out = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")]).stdout
-            return not any(link["warming"] for link in json.loads(out)["peers"][0]["links"])
+            return not any(link["warming"] for link in client_status()["peers"][0]["links"])
 
         # (during warm-up, padding on this unshaped veth outruns a loaded host's receiver:
         # half the datagrams were lost, and with them a fragment of each big ping; see #14)
@@ -462,8 +464,7 @@ def test_ipv6_outside_the_tunnel(tmp_path):
         # fit the IPv6 uplink whole
         big = ns.run("site", ["ping", "-c", "2", "-M", "do", "-s", str(mtu - 28), "10.78.0.1"], check=False)
         assert big.returncode == 0, big.stdout
-        reply = ns.run("site", [*BRAID, "status", "--json", "-s", str(tmp_path / "c.sock")])
-        assert json.loads(reply.stdout)["peers"][0]["counters"]["fragmented"] >= 2
+        assert client_status()["peers"][0]["counters"]["fragmented"] >= 2
 
 
 def test_forwarded_tcp_from_a_lan_host_is_clamped_to_whole_datagrams(tmp_path):

@@ -132,7 +132,6 @@ def test_a_stopped_links_queue_moves_to_the_others_in_order():
     assert set(m[2] for m in moved) <= set(carried)
 
 
-
 def _cycling_sender(rate: float, srtt: float) -> tuple[Sender, Link]:
     """A sender whose one link has measured its rate and round trip (out of startup)."""
     sender, links, _ = _sender(rate)
