@@ -11,7 +11,10 @@ with its name, and retried; it never stops the daemon.
 Each uplink picks its own gateway address among those the endpoints resolve to (IPv4 or
 IPv6 outer transport): the first one it can reach, that is, one it has a route to and,
 bound to an interface, a source address of its own for (the kernel would otherwise borrow
-another interface's address); bound to an address, one of that address's family.
+another interface's address); bound to an address, one of that address's family. When
+nothing else reaches the gateway, a borrowed source is used (logged), and the link is re-bound
+as soon as its interface has an address of its own: an interface comes up before its address
+arrives (PPPoE's IPCP, DHCP), and a socket opened in between would keep the borrowed one.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class Uplink:
     ifindex: int | None = None  # of the interface the sockets were opened on
     source: str | None = None  # their local address
     remote: Remote | None = None  # the gateway address they are connected to
+    borrowed: bool = False  # bound to an interface, their source is another interface's
     reason: str | None = None  # why the link is not open (logged once)
     rr: int = 0
     held_until: float = -1.0  # stopped (its datagrams looped back through the tunnel) until
@@ -117,6 +121,10 @@ class Uplinks:
             return f"interface {up.bind} was re-created"
         if up.source is not None and not _is_local(up.source, family_of(up.source)):
             return f"address {up.source} is gone"
+        if up.borrowed and up.source is not None and self._own_source(up) not in (None, up.source):
+            # opened between the interface's coming up and its address's arriving (a PPPoE
+            # reconnect, a re-created interface): never re-bound otherwise
+            return f"interface {up.bind} has an address of its own now"
         remote = up.remote
         if remote is None or remote not in self.remotes:
             return "the gateway's address changed"
@@ -132,6 +140,19 @@ class Uplinks:
             return False
         return True
 
+    def _own_source(self, up: Uplink) -> str | None:
+        """The source address a socket bound to the uplink's interface would get now."""
+        assert up.remote is not None
+        try:
+            probe = link_socket(up.bind, up.remote[0], up.remote[1], self.fwmark)
+        except OSError:
+            return None
+        try:
+            source = probe.getsockname()[0]
+        finally:
+            probe.close()
+        return source if interface_of_address(source) == up.bind else None
+
     def _close(self, up: Uplink) -> None:
         for sock in up.sockets:
             self._unregister(sock)
@@ -140,6 +161,7 @@ class Uplinks:
             sock.close()
         up.sockets = []
         up.ifindex = up.source = up.remote = None
+        up.borrowed = False
 
     def _open(self, up: Uplink) -> bool:
         if time.monotonic() < up.held_until:
@@ -155,6 +177,11 @@ class Uplinks:
             return False
         up.sockets, up.ifindex, up.remote = socks, index, remote
         up.source = socks[0].getsockname()[0] if socks else None
+        up.borrowed = (index is not None and up.source is not None
+                       and interface_of_address(up.source) != up.bind)
+        if up.borrowed:
+            log.warning("link %s: %s has no address to reach the gateway with; sending from "
+                        "%s, another interface's, until it has one", up.name, up.bind, up.source)
         for sock in socks:
             self._register(sock, up.link_id)
             self._ports[sock.getsockname()[1]] = up.link_id

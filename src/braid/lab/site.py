@@ -71,9 +71,13 @@ class SiteLab:
 
     # ------------------------------------------------------------------ topology
 
-    def _wan(self, name: str, isp: str, site_addr: str, isp_addr: str) -> None:
+    def _wan(self, name: str, isp: str, site_addr: str, isp_addr: str, bare_for: float = 0.0
+             ) -> None:
+        """An uplink to an ISP; `bare_for`: seconds it is up with no address yet (a PPPoE
+        link before its IPCP is done)."""
         ns = self.ns
         ns.veth("site", name, isp, "s0")
+        time.sleep(bare_for)
         ns.run("site", ["ip", "addr", "add", site_addr, "dev", name])
         ns.run(isp, ["ip", "addr", "add", isp_addr, "dev", "s0"])
         for role, dev in (("site", name), (isp, "s0")):
@@ -267,11 +271,12 @@ bind = "wan2"
         ns.run("site", ["ip", "route", "replace", "default", "via", "100.64.1.1", "dev", "wan1",
                         "metric", "100"])
 
-    def recreate_wan1(self, down_for: float = 0.5) -> None:
-        """wan1 deleted and created again (a PPPoE reconnect): a new ifindex, same name."""
+    def recreate_wan1(self, down_for: float = 0.5, bare_for: float = 0.3) -> None:
+        """wan1 deleted and created again (a PPPoE reconnect): a new ifindex, same name, up
+        for `bare_for` s before its address arrives."""
         self.ns.run("site", ["ip", "link", "del", "wan1"])
         time.sleep(down_for)
-        self._wan("wan1", "isp1", "100.64.1.2/24", "100.64.1.1/24")
+        self._wan("wan1", "isp1", "100.64.1.2/24", "100.64.1.1/24", bare_for)
 
     def cut_upstream(self, wan: str, both: bool = False) -> None:
         """What the site sends on this uplink is lost; what comes back still arrives (unless
