@@ -31,7 +31,7 @@ def _feed(link, k0, k1, bytes_per_20ms, owd_us=1000, driven=False, state=None):
         link.on_backlog(k * 0.02, driven)
         # what the receiver reports was sent (data flowing on it: its delay is not mere noise),
         # and each report echoes a timestamp 20 ms old: a 20 ms round trip
-        link.on_sent(bytes_per_20ms, k * 0.02 - 0.01, data=driven)
+        link.on_sent(bytes_per_20ms, k * 0.02 - 0.01, data=driven, number=k)
         now_us = int(k * 20_000)
         _feedback(link, k * 0.02, now_us, now_us - 20_000, 0, state["t"], state["rx"], k * 20,
                          owd_us, k * 20)
@@ -82,7 +82,7 @@ def test_jitter_on_an_idle_link_is_not_read_as_congestion():
     for k in range(200):  # a lightly used link whose one-way delay jumps by up to 10 ms
         t_us += 20_000
         rx += 2_500
-        link.on_sent(2_500, k * 0.02 - 0.01, data=False)
+        link.on_sent(2_500, k * 0.02 - 0.01, data=False, number=k)
         _feedback(link, k * 0.02, 0, 0, 0, t_us, rx, k * 20, 1000 + (k * 7919) % 10_000, k * 20)
     assert link.est.capacity() >= 0.95 * INITIAL_RATE  # kept, not cut for "congestion"
     assert link.est.queue_target() > 0.005
@@ -210,7 +210,7 @@ def test_a_receiver_report_cannot_claim_more_than_was_sent():
     link = _up_link()
     rx, t_us = 0, 0
     for k in range(100):
-        link.on_sent(25_000, k * 0.02, data=True)  # 10 Mbit/s sent
+        link.on_sent(25_000, k * 0.02, data=True, number=k)  # 10 Mbit/s sent
         rx += 2_500_000  # ... and 1 Gbit/s "received"
         t_us += 20_000
         _feedback(link, k * 0.02 + 0.01, 0, 0, 0, t_us, rx & 0xFFFFFFFF, k * 20, 1000, k * 20)

@@ -47,6 +47,16 @@ def test_loss_from_packet_numbers_and_a_restarted_peer_starts_a_new_base():
     assert abs(path.loss - 0.03) < 1e-9
 
 
+def test_what_a_startup_overshoot_lost_is_not_the_paths_loss():
+    path = PathStats()
+    path.on_report(_report(rx_packets=0, highest=0), 0.0, 0, 0, overshoot=1500)
+    path.on_report(_report(rx_packets=700, highest=1000), 0.1, 100_000, 0, overshoot=1500)
+    path.on_report(_report(rx_packets=1100, highest=1600), 0.2, 200_000, 0, overshoot=1500)
+    assert path.loss == 0.0  # both samples held datagrams sent up to the overshoot's last
+    path.on_report(_report(rx_packets=2070, highest=2600), 0.3, 300_000, 0, overshoot=1500)
+    assert abs(path.loss - 0.03) < 1e-9  # 970 of the 1000 sent after it
+
+
 def test_delivered_bytes_are_credited_only_up_to_what_was_sent():
     path = PathStats()
     assert path.on_report(_report(rx_bytes=1_000_000), 0.0, 0, 50_000).rx_bytes == 0

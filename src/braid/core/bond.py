@@ -163,7 +163,7 @@ class Bond:
         number = self.transmit(link.id, frames)
         if number < 0:  # not sent (no keys, or no address with budget): nothing is counted, or
             return number  # the estimator would read it as lost
-        link.on_sent(self.wire_size(wire.INNER_TS_LEN + len(frames)), now, data)
+        link.on_sent(self.wire_size(wire.INNER_TS_LEN + len(frames)), now, data, number)
         if data:
             self._last_data = now
         return number

@@ -50,17 +50,19 @@ class PathStats:
         q = "-" if queue is None else f"{queue * 1000:.1f}ms"
         return f"PathStats(srtt={srtt} rttvar={self.rttvar * 1000:.1f}ms queue={q} loss={self.loss:.4f})"
 
-    def on_report(self, fb: wire.Feedback, now: float, now_us: int, sent_bytes: int) -> Delivery:
+    def on_report(self, fb: wire.Feedback, now: float, now_us: int, sent_bytes: int,
+                  overshoot: int = -1) -> Delivery:
         """A receiver report arrived at `now` (`now_us`: the same moment in this end's
         clock, which the echoed timestamp is in); `sent_bytes`: all this end has sent on
-        the link so far."""
+        the link so far; `overshoot`: the last packet number whose loss is the sender's
+        own doing (a startup's overshoot), not the path's: not counted as loss."""
         age_us = (now_us - fb.echo_ts) & (SEQ_MOD - 1)
         rtt_us = age_us - fb.echo_hold_us
         if 0 < rtt_us < MAX_ECHO_AGE_US:
             self._on_rtt(now, rtt_us / 1e6)
         self.owd_recent = fb.owd_min_us
         self.owd_base.update(now, fb.owd_min_us)
-        self._on_loss(fb.rx_packets, fb.highest_counter)
+        self._on_loss(fb.rx_packets, fb.highest_counter, overshoot)
         sent_at = now - age_us / 1e6 if age_us < MAX_ECHO_AGE_US else None
         return Delivery(self._credited(fb.rx_bytes, sent_bytes), fb.rx_time_us, sent_at)
 
@@ -91,10 +93,10 @@ class PathStats:
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.min_rtt.update(now, rtt)
 
-    def _on_loss(self, rx_packets: int, highest: int) -> None:
+    def _on_loss(self, rx_packets: int, highest: int, overshoot: int) -> None:
         base = self._loss_base
         self._loss_base = (rx_packets, highest)
-        if base is None or highest <= base[1]:
+        if base is None or highest <= base[1] or base[1] < overshoot:
             return
         sent = highest - base[1]
         got = (rx_packets - base[0]) & (SEQ_MOD - 1)
