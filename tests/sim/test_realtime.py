@@ -5,6 +5,9 @@ trip, which a voice frame cannot wait for."""
 
 import pytest
 
+from braid.cli.status import redundancy
+from braid.control.metrics import Throughput
+from braid.control.status import peer_status
 from braid.core import sender as sendermod
 from braid.testing.fakenet import FakeLink, FakeNet
 from tests.helpers import packet_seq, udp_packet
@@ -50,5 +53,12 @@ def test_a_voice_call_over_two_lossy_links(protect, monkeypatch):
     if protect:
         assert lost == 0 and p99 <= BEST_ONE_WAY + 0.005  # the target: RTT p99 <= best + 10 ms
         assert duplicated > 0
+        # `braid status` shows the redundancy in use and what it cost
+        view = peer_status(net.client.peer, Throughput(), net.now)
+        line = redundancy(view)
+        print(line)
+        assert [link["copying"] for link in view["links"]] == [True, True]
+        assert view["counters"]["duplicated_bytes"] >= 160 * duplicated
+        assert line.startswith("  redundancy: wifi, lte; realtime copies " + str(duplicated))
     else:
         assert p99 > BEST_ONE_WAY + 0.005 and duplicated == 0  # what the copies buy

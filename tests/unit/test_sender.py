@@ -36,7 +36,8 @@ def _sender(*rates: float) -> tuple[Sender, list[Link], Wire]:
         links.append(link)
     out = Wire()
     stats: dict[str, int] = dict.fromkeys(("tun_in", "queue_drops", "urgent", "fragmented", "too_big",
-                                           "resent", "duplicated", "warmup_datagrams", "resend_copies"), 0)
+                                           "resent", "duplicated", "duplicated_bytes", "warmup_datagrams",
+                                           "resend_copies", "resend_copy_bytes"), 0)
     history = SendHistory([lk.id for lk in links])
     sender = Sender(links, make_scheduler("earliest-arrival"), Framing(False), history, stats, out,
                     lambda link, now, room: b"")

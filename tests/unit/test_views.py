@@ -63,3 +63,17 @@ def test_the_verbose_summary_names_each_link_with_its_rates():
     line = summary_line(net.client.peer, tput, net.now)
     assert line.startswith("gateway: fibre up tx ") and "| lte up tx " in line and "rtt " in line
     assert "\n" not in line
+
+
+def test_status_shows_no_redundancy_on_links_that_do_not_lose():
+    from braid.control.metrics import Throughput
+    from braid.control.status import peer_status
+    from braid.testing.fakenet import FakeLink, FakeNet
+
+    net = FakeNet({"fibre": FakeLink(rate_bps=20e6, delay=0.01), "lte": FakeLink(rate_bps=5e6, delay=0.03)})
+    net.run_until(2.0)
+    view = peer_status(net.client.peer, Throughput(), net.now)
+    assert not any(link["copying"] for link in view["links"])
+    out = status_lines({"role": "client", "tun": "t", "mtu": 1400, "uptime_s": 2, "counters": {},
+                        "peers": [view]})
+    assert "  redundancy: no link lossy; realtime copies 0 (0 kB), resend copies 0 (0 kB)" in out

@@ -39,6 +39,17 @@ def _rates(t: dict[str, float]) -> str:
     return "/".join(_mbit(t[k]) for k in ("current_bps", "avg_bps", "max_bps"))
 
 
+def redundancy(peer: dict[str, Any]) -> str:
+    """What the peer's copies cost: realtime packets and NACKed resends sent twice because
+    their link is lossy (the links marked "copied" now)."""
+    c = peer["counters"]
+    copied = [link["name"] for link in peer["links"] if link.get("copying")]
+    now = ", ".join(copied) if copied else "no link lossy"
+    return (f"  redundancy: {now}; realtime copies {c.get('duplicated', 0)} "
+            f"({c.get('duplicated_bytes', 0) / 1e3:.0f} kB), resend copies "
+            f"{c.get('resend_copies', 0)} ({c.get('resend_copy_bytes', 0) / 1e3:.0f} kB)")
+
+
 def lines(reply: dict[str, Any], width: int = 80) -> list[str]:
     """The status as lines of at most `width` columns: a block per link."""
     head = f"{reply['role']}  tun {reply['tun']}  mtu {reply['mtu']}  up {reply['uptime_s']} s"
@@ -54,13 +65,15 @@ def lines(reply: dict[str, Any], width: int = 80) -> list[str]:
                 where = "  at " + ", ".join(link["addresses"][:2])
             out.append(f"  {link['name']}: {state} (rx {link.get('state_rx', '-')}, tx "
                        f"{link.get('state_tx', '-')}){where}")
+            copying = " (copied)" if link.get("copying") else ""
             out.append(f"    rtt {_ms(link['rtt_ms'])} (min {_ms(link['min_rtt_ms'])})  loss "
-                       f"{link['loss'] * 100:.2f} %  queue {_ms(link['queue_delay_ms'])}  share "
-                       f"{link['share']:.2f}")
+                       f"{link['loss'] * 100:.2f} %{copying}  queue {_ms(link['queue_delay_ms'])}  "
+                       f"share {link['share']:.2f}")
             out.append(f"    capacity {_mbit(link['capacity_bps'])}  pacing {_mbit(link['pacing_bps'])} "
                        f" Mbit/s")
             out.append(f"    tx {_rates(link['tx_throughput'])}  rx {_rates(link['rx_throughput'])} "
                        "Mbit/s (now/avg/max)")
+        out.append(redundancy(peer))
         out += textwrap.wrap("counters: " + ", ".join(f"{k}={v}" for k, v in peer["counters"].items()),
                              width, subsequent_indent="  ")
     out += textwrap.wrap("daemon: " + ", ".join(f"{k}={v}" for k, v in reply["counters"].items()),

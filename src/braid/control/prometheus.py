@@ -29,6 +29,8 @@ LINK_GAUGES = (
     ("braid_link_delivery_bps", "Recent delivery rate reported by the peer", "delivery_bps", 1.0),
     ("braid_link_queue_delay_seconds", "Standing queue on the path", "queue_delay_ms", 1e-3),
     ("braid_link_share_ratio", "Share of the bytes sent that went on this link", "share", 1.0),
+    ("braid_link_copying", "1 while realtime packets and resends on the link are sent twice "
+     "(its loss is above 0.5 %)", "copying", 1.0),
 )
 LINK_COUNTERS = (
     ("braid_link_tx_bytes_total", "Bytes sent on the link (IP, UDP and braid headers)", "tx_bytes"),

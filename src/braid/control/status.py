@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from braid.core.sender import DUPLICATE_LOSS
 from braid.core.session import Peer
 
 from .metrics import Throughput
@@ -35,6 +36,8 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
         view.update({
             "share": round(snap.tx_bytes / total_tx, 3),
             "addresses": [_addr(a) for a in peer.sources.addresses(snap.id)],
+            # realtime packets (and NACKed resends) it carries are copied on another link
+            "copying": snap.loss > DUPLICATE_LOSS,
             "tx_throughput": tput.rates(f"{key}/tx"),
             "rx_throughput": tput.rates(f"{key}/rx"),
         })

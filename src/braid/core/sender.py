@@ -294,6 +294,7 @@ class Sender:
         link.pacer.take(size, now)
         self._send_data(link, flow, fseq, seq, payload, True, now)
         self.stats["duplicated"] += 1
+        self.stats["duplicated_bytes"] += size
 
     def resend(self, items: list[Item], now: float, copies: bool = False) -> None:
         """Put packets at the head of a link's queue and send. They pass the queue, so the
@@ -314,6 +315,7 @@ class Sender:
                     assign(other, size)
                     batches.setdefault(other.id, []).append(Queued(size, *item))
                     self.stats["resend_copies"] += 1
+                    self.stats["resend_copy_bytes"] += size
         # in their own order, ahead of the queue: a failover resends hundreds of packets, and
         # putting each at the head in turn sent the oldest, which the receiver waits on, last
         for link_id, batch in batches.items():
