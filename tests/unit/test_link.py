@@ -413,22 +413,6 @@ def test_every_estimator_mode_and_event_pair():
     assert set(TRANSITIONS) <= set(expected)
 
 
-def test_a_startup_that_loses_heavily_ends_and_random_loss_does_not_end_it():
-    """A policer (or a receiver that cannot keep up) drops a startup's overshoot without
-    showing a queue: heavy loss ends startup as a queue would; a 3 % random loss does not."""
-    from braid.core.estimator import STARTUP_LOSS_PACKETS, RateEstimator
-
-    est = RateEstimator(0.0)
-    for k in range(200):  # reports of 20 datagrams each, 3 % lost
-        est.on_loss_sample(k * 0.02, 20, 20 if k % 5 else 17)
-    assert est.startup and est.lossy_startups == 0
-    for k in range(STARTUP_LOSS_PACKETS // 20 + 1):  # a 3x overshoot: two thirds lost
-        est.on_loss_sample(4.0 + k * 0.02, 21, 7)
-    assert not est.startup and est.lossy_startups == 1
-    est.on_loss_sample(5.0, 100, 10)  # out of startup, loss is the path's affair
-    assert est.lossy_startups == 1
-
-
 def test_reading_the_pacing_rate_changes_nothing():
     from braid.core.estimator import RateEstimator
 

@@ -31,8 +31,7 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     links = []
     for snap in snaps:
         view = dataclasses.asdict(snap)
-        view["cuts"] = {"overdriven": view.pop("overdriven"), "braked": view.pop("braked"),
-                        "lossy_startups": view.pop("lossy_startups")}
+        view["cuts"] = {"overdriven": view.pop("overdriven"), "braked": view.pop("braked")}
         key = f"{peer.name}/{snap.name}"
         view.update({
             "share": round(snap.tx_bytes / total_tx, 3),

@@ -71,11 +71,6 @@ BRAKE_SPAN = 0.060
 # ... after crediting their receive span with this many times the link's delay noise: the
 # first and the last of them can each be late by up to the path's jitter
 BRAKE_JITTER_CREDIT = 2.0
-# a startup that loses this share of a few dozen datagrams has overshot a bottleneck that
-# shows no queue (a policer, a tiny buffer, a receiver that cannot keep up): it ends as a
-# standing queue would end it; random loss stays far below
-STARTUP_LOSS = 0.2
-STARTUP_LOSS_PACKETS = 64
 OVERDRIVE_SPAN = 0.2  # seconds of send and delivery history compared
 OVERDRIVE_RATIO = 1.2  # sent / delivered above this: saturated (random loss stays well below)
 OVERDRIVE_MIN_BYTES = 30_000  # about 20 full packets: less is not worth judging
@@ -126,8 +121,6 @@ class RateEstimator:
         self.braked = 0  # estimate cuts: a standing queue far above the link's own
         self._overdrive_streak = 0
         self._overdrive_first_end = -1.0  # send time ending the span of the first sign
-        self._startup_counts = [0, 0]  # datagrams sent and received in startup, being judged
-        self.lossy_startups = 0  # startups ended by their loss
         self.recent_rate = 0.0
         self._set_mode(Mode.FIRST_STARTUP)  # mode, startup, proven
         self._cycle_max_queue = 0.0
@@ -317,27 +310,6 @@ class RateEstimator:
         if rx_span <= 0:
             return None
         return _bits(b1, b0) / rx_span, (end - start) * 8 / (s1 - s0), end - start, rx_span
-
-    def on_loss_sample(self, now: float, sent: int, got: int) -> None:
-        """A receiver report counted `got` of the `sent` datagrams its packet numbers span.
-        In startup, heavy loss ends it: the overdrive check needs two spans of 200 ms to be
-        sure, and a 2-3x overshoot into a policer loses half or more of what it sends
-        meanwhile (data the tunnel must then resend)."""
-        counts = self._startup_counts
-        if not self.startup:
-            counts[0] = counts[1] = 0
-            return
-        counts[0] += sent
-        counts[1] += got
-        if counts[0] < STARTUP_LOSS_PACKETS:
-            return
-        lost = 1 - counts[1] / counts[0]
-        counts[0] = counts[1] = 0
-        if lost >= STARTUP_LOSS:
-            self._end_startup()
-            self._phase = 1  # drain what the overshoot left queued
-            self._phase_start = now
-            self.lossy_startups += 1
 
     def on_queue(self, now: float, queue: float, data_idle: bool) -> None:
         """`queue`: standing queue from one-way delays; `data_idle`: no data was sent on the

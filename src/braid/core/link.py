@@ -134,7 +134,6 @@ class LinkSnapshot:
     estimator: str  # its mode
     overdriven: int  # estimate cuts: sent far above what arrived
     braked: int  # estimate cuts: a standing queue far above the link's own
-    lossy_startups: int  # startups ended by their loss, with no queue to show
     reserved: bool
     warming: bool
     tx_packets: int
@@ -192,8 +191,8 @@ class Link:
             _ms(path.lowest_rtt()), round(path.loss, 4), round(self.est.capacity()), round(self.pacer.rate),
             _ms(self.path.queue_delay()), _ms(self.est.queue_target()), _ms(self.est.delay_noise),
             round(self.est.recent_rate), self.est.startup, self.est.mode.value, self.est.overdriven,
-            self.est.braked, self.est.lossy_startups, self.est.reserved, self.warming(now),
-            self.tx_packets, self.tx_bytes, self.report.packets, self.report.bytes)
+            self.est.braked, self.est.reserved, self.warming(now), self.tx_packets, self.tx_bytes,
+            self.report.packets, self.report.bytes)
 
     # ------------------------------------------------------------ health
 
@@ -249,7 +248,6 @@ class Link:
         """The peer's receiver report about this link arrived (`now_us`: its arrival, in
         this end's clock, which the report's echoed timestamp is in)."""
         delivery = self.path.on_report(fb, now, now_us, self.tx_bytes, self._overshoot_number)
-        self.est.on_loss_sample(now, *self.path.loss_sample)
         self.est.on_delivery(now, delivery.rx_time_us, delivery.rx_bytes, delivery.sent_at)
         queue = self.path.queue_delay()
         if queue is not None:

@@ -29,8 +29,8 @@ class Delivery(NamedTuple):
 
 
 class PathStats:
-    __slots__ = ("_fb_rx_last", "_loss_base", "_rx_credited", "_rx_reported", "loss", "loss_sample",
-                 "min_rtt", "owd_base", "owd_recent", "rttvar", "srtt")
+    __slots__ = ("_fb_rx_last", "_loss_base", "_rx_credited", "_rx_reported", "loss", "min_rtt",
+                 "owd_base", "owd_recent", "rttvar", "srtt")
 
     def __init__(self) -> None:
         self.srtt: float | None = None
@@ -40,7 +40,6 @@ class PathStats:
         self.owd_recent: int | None = None  # the latest report's minimum one-way delay (us)
         self.loss = 0.0
         self._loss_base: tuple[int, int] | None = None  # (rx_packets, highest_counter)
-        self.loss_sample = (0, 0)  # the latest report's (datagrams sent, received), overshoot too
         self._fb_rx_last: int | None = None  # rx_bytes of the last receiver report
         self._rx_credited = 0  # our sent bytes its reports have accounted for
         self._rx_reported = 0  # their byte count as the estimator sees it (capped increases)
@@ -97,14 +96,10 @@ class PathStats:
     def _on_loss(self, rx_packets: int, highest: int, overshoot: int) -> None:
         base = self._loss_base
         self._loss_base = (rx_packets, highest)
-        self.loss_sample = (0, 0)
-        if base is None or highest <= base[1]:
+        if base is None or highest <= base[1] or base[1] < overshoot:
             return
         sent = highest - base[1]
-        got = min(sent, (rx_packets - base[0]) & (SEQ_MOD - 1))
-        self.loss_sample = (sent, got)
-        if base[1] < overshoot:
-            return
+        got = (rx_packets - base[0]) & (SEQ_MOD - 1)
         sample = max(0.0, min(1.0, 1 - got / sent))
         weight = min(1.0, sent / LOSS_SAMPLE)
         self.loss += (sample - self.loss) * weight
