@@ -168,18 +168,16 @@ class Uplinks:
             return False
         try:
             index, _ = self._identity(up)
-            remote, socks = self._connect(up)
+            remote, socks, borrowed = self._connect(up)
         except OSError as exc:
             reason = describe(exc)
             if reason != up.reason:
                 log.warning("link %s: cannot use %s: %s; retrying", up.name, up.bind, reason)
                 up.reason = reason
             return False
-        up.sockets, up.ifindex, up.remote = socks, index, remote
+        up.sockets, up.ifindex, up.remote, up.borrowed = socks, index, remote, borrowed
         up.source = socks[0].getsockname()[0] if socks else None
-        up.borrowed = (index is not None and up.source is not None
-                       and interface_of_address(up.source) != up.bind)
-        if up.borrowed:
+        if borrowed:
             log.warning("link %s: %s has no address to reach the gateway with; sending from "
                         "%s, another interface's, until it has one", up.name, up.bind, up.source)
         for sock in socks:
@@ -191,8 +189,9 @@ class Uplinks:
         up.reason = None
         return True
 
-    def _connect(self, up: Uplink) -> tuple[Remote, list[socket.socket]]:
-        """The uplink's sockets, connected to the first gateway address it can reach."""
+    def _connect(self, up: Uplink) -> tuple[Remote, list[socket.socket], bool]:
+        """The uplink's sockets, connected to the first gateway address it can reach, and
+        whether their source is borrowed from another interface."""
         device = interface_of_address(up.bind) if is_address(up.bind) else None
         remotes = [r for r in self.remotes
                    if not is_address(up.bind) or r[0] == family_of(up.bind)]
@@ -208,17 +207,16 @@ class Uplinks:
                 continue
             # an interface with no address of this family borrows another interface's: a
             # last resort only, when a family of its own cannot reach the gateway
-            if (len(remotes) == 1 or is_address(up.bind)
-                    or interface_of_address(socks[0].getsockname()[0]) == up.bind):
+            if is_address(up.bind) or interface_of_address(socks[0].getsockname()[0]) == up.bind:
                 if borrowed is not None:
                     _close_all(borrowed[1])
-                return remote, socks
+                return remote, socks, False
             if borrowed is None:
                 borrowed = remote, socks
             else:
                 _close_all(socks)
         if borrowed is not None:
-            return borrowed
+            return (*borrowed, True)
         assert error is not None
         raise error
 
