@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from braid.core.sender import DUPLICATE_LOSS
+from braid.core.sender import copies_on
 from braid.core.session import Peer
 
 from .metrics import Throughput
@@ -29,15 +29,14 @@ def peer_status(peer: Peer, tput: Throughput, now: float) -> dict[str, Any]:
     snaps = [link.snapshot(now) for link in bond.links]
     total_tx = sum(snap.tx_bytes for snap in snaps) or 1
     links = []
-    for snap in snaps:
+    for link, snap in zip(bond.links, snaps, strict=True):
         view = dataclasses.asdict(snap)
         view["cuts"] = {"overdriven": view.pop("overdriven"), "braked": view.pop("braked")}
         key = f"{peer.name}/{snap.name}"
         view.update({
             "share": round(snap.tx_bytes / total_tx, 3),
             "addresses": [_addr(a) for a in peer.sources.addresses(snap.id)],
-            # realtime packets (and NACKed resends) it carries are copied on another link
-            "copying": snap.loss > DUPLICATE_LOSS,
+            "copying": copies_on(link),  # the sender's own test, not the rounded snapshot's
             "tx_throughput": tput.rates(f"{key}/tx"),
             "rx_throughput": tput.rates(f"{key}/rx"),
         })

@@ -34,6 +34,13 @@ RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is n
 # realtime protection: an interactive packet (classify.INTERACTIVE: VoIP, games, DNS, ICMP,
 # DSCP EF) is sent twice while the link it takes loses more than this share of datagrams
 DUPLICATE_LOSS = 0.005
+
+
+def copies_on(link: Link) -> bool:
+    """Whether realtime packets and NACKed resends that take this link are copied on
+    another (it loses more than DUPLICATE_LOSS); `braid status` shows the same test."""
+    return link.path.loss > DUPLICATE_LOSS
+
 MIN_DATA_ROOM = 256  # bytes: the shortest bulk datagram payload (its overhead is 68 more)
 
 Send = Callable[[Link, bytes, float, bool], int]
@@ -158,7 +165,7 @@ class Sender:
             link.pacer.take(size, now)
             seq = self._take_seq()
             self._send_data(link, flow, fseq, seq, payload, True, now)
-            if interactive and link.path.loss > DUPLICATE_LOSS:
+            if interactive and copies_on(link):
                 self._duplicate(link, flow, fseq, seq, payload, size, now)
 
     def _bulk(self, packet: bytes, flow: int, now: float) -> None:
@@ -309,7 +316,7 @@ class Sender:
             link = self.choice.choose(Purpose.RESEND, size, now)
             assign(link, size)
             batches.setdefault(link.id, []).append(Queued(size, *item))
-            if copies and link.path.loss > DUPLICATE_LOSS:
+            if copies and copies_on(link):
                 other = self.choice.choose(Purpose.DUPLICATE, size, now, first=link)
                 if other is not link:
                     assign(other, size)
