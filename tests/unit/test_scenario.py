@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from braid.lab.scenario import ScenarioError, load, parse
+from braid.lab.scenario import ScenarioError, capacity_mbit, load, parse
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "scenarios"
 BUILTIN = Path(__file__).resolve().parents[2] / "src" / "braid" / "lab" / "scenarios"
@@ -67,3 +67,23 @@ def test_missing_rate_and_unknown_top_level_key():
         parse(GOOD.replace("rate_mbit = 40\n", ""), Path("s.toml"))
     with pytest.raises(ScenarioError, match="speed: unknown key"):
         parse("speed = 3\n" + GOOD, Path("s.toml"))
+
+
+def test_capacity_is_averaged_over_the_events_and_traces(tmp_path):
+    """The physical limit a run is scored against: a link counts for nothing while down, at
+    each rate and loss for as long as it lasts, and a trace link at its trace's mean."""
+    sc = parse(GOOD, Path("t.toml"))
+    # fibre: 40 Mbit/s for 2 of 5 s, then down; lte: 1 % loss throughout
+    assert capacity_mbit(sc, "up") == pytest.approx({"fibre": 16.0, "lte": 12 * 0.99})
+    assert capacity_mbit(sc, "down") == pytest.approx({"fibre": 16.0, "lte": 25 * 0.99})
+    text = GOOD.replace('set = { up = false }', 'set = { rate_mbit = 10, loss = 0.5 }')
+    text += '[[event]]\nat_s = 4.0\nlink = "fibre"\nset = { up = false }\n'
+    text += '[[event]]\nat_s = 4.5\nlink = "fibre"\nset = { up = true }\n'
+    # 40 for 2 s, then 10 at half loss for 2 s, down 0.5 s, 10 at half loss again for 0.5 s
+    sc = parse(text.replace("[workload]", "[workload]"), Path("t.toml"))
+    assert capacity_mbit(sc, "up")["fibre"] == pytest.approx((80 + 10 + 2.5) / 5)
+    trace = tmp_path / "cell.trace"
+    trace.write_text("# bytes per ms\n" + "1250\n" * 3 + "0\n")  # 10 Mbit/s 3 ms in 4, then the floor
+    traced = GOOD.replace('delay_ms = 4', 'delay_ms = 4\ntrace = "cell.trace"')
+    sc = parse(traced, tmp_path / "t.toml")
+    assert capacity_mbit(sc, "up")["fibre"] == pytest.approx((3 * 10 + 0.008) / 4 * 2 / 5)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from braid.lab.netns import LabError
+from braid.lab.result import bench_summary
 from braid.lab.scenario import ScenarioError, load
 from braid.lab.topology import SHAPERS
 
@@ -91,12 +92,20 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _outages(outages: list[dict[str, Any]]) -> str:
+    """Per outage, seconds until goodput reached 0.9 of the other links' capacity (">1.0":
+    not before the link came back, 1 s later)."""
+    return ", ".join(_fmt(o["recovery_s"]) if o["recovery_s"] is not None else f">{o['lasted_s']:g}"
+                     for o in outages) or "-"
+
+
 def summary_table(results: list[dict[str, Any]], title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("scenario", "dir", "links alone Mbit/s", "sum", "braid Mbit/s", "efficiency",
-                "cap. eff.", "max stall ms", "RTT idle/load p50/p99 ms", "retrans", "CPU s cl/gw/emu",
+    for col in ("scenario", "dir", "links alone Mbit/s", "sum", "capacity", "braid Mbit/s", "efficiency",
+                "cap. eff.", "max stall ms", "outage: 0.9 of the rest in s",
+                "RTT idle/load p50/p99 ms", "retrans", "CPU s cl/gw/emu",
                 "emulator"):
         table.add_column(col)
     for r in results:
@@ -105,8 +114,9 @@ def summary_table(results: list[dict[str, Any]], title: str) -> Table:
         cpu = r["cpu_s"]
         table.add_row(
             r["scenario"], r["direction"], alone, _fmt(r["baseline_sum_mbit"], 1),
-            _fmt(r["goodput_mbit"], 1), _fmt(r["efficiency"]), _fmt(r["capacity_efficiency"]),
-            _fmt(r["max_stall_ms"], 0),
+            _fmt(r.get("capacity_sum_mbit"), 1), _fmt(r["goodput_mbit"], 1), _fmt(r["efficiency"]),
+            _fmt(r["capacity_efficiency"]),
+            _fmt(r["max_stall_ms"], 0), _outages(r.get("outages") or []),
             "/".join(_fmt(rtt[k], 1) for k in ("idle_p50", "load_p50", "load_p99"))
             + (f" ({r['pings_lost']} pings lost)" if r.get("pings_lost") else ""),
             str(r["retransmits"]),
@@ -165,6 +175,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     (args.out / "bench.json").write_text(json.dumps(all_results, indent=1))
     title = f"braid lab bench: {args.folder}" + (" (tbf shaper)" if args.shaper == "tbf" else "")
     _console(stderr=False).print(summary_table(all_results, title))
+    summary = bench_summary(all_results)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if summary["bulk_runs"]:
+        s = summary
+        print(f"{s['bulk_runs']} bulk runs: capacity efficiency median "
+              f"{s['median_capacity_efficiency']:.3f}, worst {s['worst_capacity_efficiency']:.3f} "
+              f"({s['worst']}); longest stall {s['max_stall_ms']:.0f} ms ({s['max_stall']})")
     print(f"results: {args.out.resolve()}")
     return 1 if errors else 0
 

@@ -30,6 +30,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from braid.lab.scenario import read_trace, trace_rate_bps
+
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 TIMESPEC = struct.Struct("qq")
 ETH_P_ALL = 0x0003
@@ -69,8 +71,7 @@ class Pipe:
     def _rate(self, t: float, t0: float) -> float:
         trace = self.config.trace
         if trace:
-            allowed = trace[int((t - t0) * 1000) % len(trace)]
-            return max(allowed * 8000.0, 8000.0)
+            return trace_rate_bps(trace, int((t - t0) * 1000))
         return self.config.rate_bps
 
     def offer(self, frame: bytes, now: float, rng: random.Random, t0: float = 0.0) -> bool:
@@ -353,8 +354,7 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     for link in spec["links"]:
         if link.get("trace"):
-            with open(link["trace"]) as f:
-                link["trace_bytes"] = [int(x.split()[0]) for x in f if x.strip() and not x.startswith("#")]
+            link["trace_bytes"] = read_trace(link["trace"])
     Emulator(spec).run()
 
 

@@ -28,20 +28,24 @@ def plot(results: list[dict[str, Any]], events: list[dict[str, Any]], out: Path,
         if res.get("baselines_mbit"):
             ax.axhline(res["baseline_sum_mbit"], ls="--", color="grey", lw=1,
                        label=f"sum of links alone ({res['baseline_sum_mbit']:.1f})")
+        offset = res.get("clock_offset_s", 0.0)  # events are on the emulator's clock
         for ev in events:
+            at = ev["at_s"] - offset
             for a in (ax, ax_rtt):
-                a.axvline(ev["at_s"], color="red", ls=":", lw=1)
-            ax.annotate(f"{ev['link']} {ev['set']}", (ev["at_s"], ax.get_ylim()[1] * 0.95), fontsize=7,
+                a.axvline(at, color="red", ls=":", lw=1)
+            ax.annotate(f"{ev['link']} {ev['set']}", (at, ax.get_ylim()[1] * 0.95), fontsize=7,
                         color="red", rotation=90, va="top")
-        eff = res.get("efficiency")
+        eff, cap_eff = res.get("efficiency"), res.get("capacity_efficiency")
         ax.set_title(f"{res['scenario']} — {res['direction']}"
-                     + (f" — efficiency {eff:.2f}" if eff is not None else ""))
+                     + (f" — efficiency {eff:.2f}" if eff is not None else "")
+                     + (f", of capacity {cap_eff:.2f}" if cap_eff is not None else ""))
         ax.set_ylabel("Mbit/s")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
         rtts = rtt_series[k]
         if rtts:
-            ax_rtt.plot([t for t, _ in rtts], [r for _, r in rtts], ".", ms=2, color="tab:purple")
+            ax_rtt.plot([t - offset for t, _ in rtts], [r for _, r in rtts], ".", ms=2, color="tab:purple")
+        ax_rtt.set_xlim(ax.get_xlim())  # one time axis: the transfer's
         ax_rtt.set_ylabel("RTT ms (ping)")
         ax_rtt.set_xlabel("seconds")
         ax_rtt.grid(alpha=0.3)

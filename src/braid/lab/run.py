@@ -15,7 +15,7 @@ from typing import Any
 
 from . import result as resultlib
 from .plot import plot
-from .scenario import Scenario
+from .scenario import Scenario, capacity_at, capacity_mbit
 from .topology import TUNNEL_GW, Lab, cpu_seconds, link_addr
 from .workload import Pinger, TransferResult, iperf, ping_rtts, quic_transfer
 
@@ -174,8 +174,7 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                           if abs(f["rate_ratio"] - 1) > 0.05]
                 flags += [f"{n}: rtt error {f['rtt_error_ms']} ms" for n, f in fidelity.items()
                           if f["rtt_error_ms"] is not None and abs(f["rtt_error_ms"]) > 1.0]
-            capacity = {link.name: link.rate(direction) for link in sc.links}
-            loss = {link.name: link.loss for link in sc.links}
+            capacity = capacity_mbit(sc, direction)
             extra = {"workload": sc.workload.kind, "duration_s": sc.duration_s, "shaper": shaper,
                      "emulator_ok": not flags, "emulator_flags": flags,
                      "emulator_late_max_ms": late, "pings_lost": pings_lost,
@@ -186,9 +185,14 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                 extra["quic"] = {"receiver_socket_drops": transfer.receiver_drops}
             results.append(resultlib.build(
                 scenario=sc.name, direction=direction, transfer=transfer, baselines=baselines,
-                capacity=capacity, loss=loss, rtt_idle=rtt_idle, rtt_load=[r for _, r in rtts],
+                capacity=capacity, rtt_idle=rtt_idle, rtt_load=[r for _, r in rtts],
                 per_link=per_link, link_samples=list(emu_out.samples), cpu=cpu,
                 fidelity=fidelity or {}, extra=extra))
+            # when a link went down: how soon the others carried 0.9 of what they can
+            results[-1]["outages"] = resultlib.outages(
+                [{"at_s": e.at_s, "link": e.link, "set": e.changes} for e in sc.events],
+                lambda t, d=direction: capacity_at(sc, d, t), sc.duration_s, transfer.samples,
+                results[-1]["clock_offset_s"])
             results[-1]["braid_counters"] = {
                 role: lab.status(role)["peers"][0]["counters"] for role in ("client", "gateway")}
             results[-1]["braid_link_events"] = _link_events(workdir)
@@ -202,6 +206,6 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
         out_json.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     if out_png is not None:
         out_png.parent.mkdir(parents=True, exist_ok=True)
-        events = [{"at_s": e.at_s, "link": e.link, "set": e.changes} for e in sc.events]
-        plot(results, events, out_png, rtt_series)
+        plot(results, [{"at_s": e.at_s, "link": e.link, "set": e.changes} for e in sc.events],
+             out_png, rtt_series)
     return results

@@ -208,6 +208,68 @@ def parse(text: str, path: Path) -> Scenario:
     return Scenario(name, duration, links, events, _workload(w, doc.get("workload", {})), str(path))
 
 
+def read_trace(path: str | Path) -> list[int]:
+    """A rate trace: bytes the link may carry in each millisecond, one line each (cycled)."""
+    with open(path) as f:
+        return [int(x.split()[0]) for x in f if x.strip() and not x.startswith("#")]
+
+
+def trace_rate_bps(trace: list[int], ms: int) -> float:
+    """The rate a trace gives in millisecond `ms` of the run (a floor of a byte per ms)."""
+    return max(trace[ms % len(trace)] * 8000.0, 8000.0)
+
+
+def _segments(sc: Scenario, link: LinkSpec) -> list[tuple[float, float, LinkSpec, bool]]:
+    """The link's settings through the run: (from s, to s, spec, up), in order."""
+    out = []
+    spec, up, t = link, True, 0.0
+    for event in [e for e in sc.events if e.link == link.name] + [Event(sc.duration_s, link.name, {})]:
+        end = min(event.at_s, sc.duration_s)
+        if end > t:
+            out.append((t, end, spec, up))
+            t = end
+        up = event.changes.get("up", up)
+        spec = spec.apply(event.changes)
+    return out
+
+
+def _mean_rate_bps(spec: LinkSpec, direction: str, t0: float, t1: float,
+                   trace: list[int] | None) -> float:
+    if trace is None:
+        return spec.rate(direction) * 1e6
+    ms = range(round(t0 * 1000), round(t1 * 1000))
+    return sum(trace_rate_bps(trace, i) for i in ms) / max(1, len(ms))
+
+
+def capacity_mbit(sc: Scenario, direction: str) -> dict[str, float]:
+    """Each link's capacity in one direction over the run: its rate x (1 - loss), averaged
+    over time through the scenario's events (nothing while it is down; a trace's rate ms by
+    ms). The physical limit a run is scored against: a link congested to a quarter for a
+    third of the run does not count at its full rate."""
+    out = {}
+    for link in sc.links:
+        trace = read_trace(link.trace) if link.trace else None
+        bits = sum(_mean_rate_bps(spec, direction, t0, t1, trace) * (t1 - t0) * (1 - spec.loss)
+                   for t0, t1, spec, up in _segments(sc, link) if up)
+        out[link.name] = bits / sc.duration_s / 1e6
+    return out
+
+
+def capacity_at(sc: Scenario, direction: str, t: float) -> dict[str, float]:
+    """Each link's capacity in Mbit/s at `t` seconds into the run (a trace link: its mean
+    over the run)."""
+    out = {}
+    for link in sc.links:
+        trace = read_trace(link.trace) if link.trace else None
+        rate = 0.0
+        for t0, t1, spec, up in _segments(sc, link):
+            if t0 <= t < t1 and up:
+                span = (0.0, sc.duration_s) if trace is not None else (t0, t1)
+                rate = _mean_rate_bps(spec, direction, *span, trace) * (1 - spec.loss) / 1e6
+        out[link.name] = rate
+    return out
+
+
 def load(path: str | Path) -> Scenario:
     path = Path(path)
     try:
