@@ -132,26 +132,26 @@ class Uplinks:
             return f"no route to the gateway's {remote[1][0]} any more"  # another may do
         return None
 
-    def _reaches(self, up: Uplink, remote: Remote) -> bool:
-        device = interface_of_address(up.bind) if is_address(up.bind) else None
+    def _probe_source(self, up: Uplink, remote: Remote, device: str | None = None) -> str | None:
+        """The source address a socket of the uplink's to `remote` would get now (None: it
+        cannot be opened or connected, no route)."""
         try:
-            link_socket(up.bind, remote[0], remote[1], self.fwmark, device).close()
-        except OSError:
-            return False
-        return True
-
-    def _own_source(self, up: Uplink) -> str | None:
-        """The source address a socket bound to the uplink's interface would get now."""
-        assert up.remote is not None
-        try:
-            probe = link_socket(up.bind, up.remote[0], up.remote[1], self.fwmark)
+            probe = link_socket(up.bind, remote[0], remote[1], self.fwmark, device)
         except OSError:
             return None
-        try:
-            source = probe.getsockname()[0]
-        finally:
-            probe.close()
-        return source if interface_of_address(source) == up.bind else None
+        with contextlib.closing(probe):
+            return str(probe.getsockname()[0])
+
+    def _reaches(self, up: Uplink, remote: Remote) -> bool:
+        device = interface_of_address(up.bind) if is_address(up.bind) else None
+        return self._probe_source(up, remote, device) is not None
+
+    def _own_source(self, up: Uplink) -> str | None:
+        """The source address a socket bound to the uplink's interface would get now, if it
+        is the interface's own (None: none yet, or borrowed from another interface)."""
+        assert up.remote is not None
+        source = self._probe_source(up, up.remote)
+        return source if source is not None and interface_of_address(source) == up.bind else None
 
     def _close(self, up: Uplink) -> None:
         for sock in up.sockets:
