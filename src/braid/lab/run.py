@@ -17,7 +17,7 @@ from . import result as resultlib
 from .plot import plot
 from .scenario import Scenario, capacity_at, capacity_mbit
 from .topology import TUNNEL_GW, Lab, cpu_seconds, link_addr
-from .workload import Pinger, TransferResult, iperf, ping_rtts, quic_transfer
+from .workload import Pinger, TcpWatch, TransferResult, iperf, ping_rtts, quic_transfer
 
 Progress = Callable[[str], None]
 UDP_PAYLOAD, UDP_IP = 1400, 1428
@@ -120,7 +120,10 @@ def _tunnel_run(lab: Lab, direction: str, emu_out: EmulatorOutput, progress: Pro
     elif w.kind == "quic":
         transfer = quic_transfer(lab.ns, TUNNEL_GW, sc.duration_s, direction)
     else:
+        # the sender: the site for an upload, the gateway's side for a download (-R)
+        watch = TcpWatch(lab.ns, "site" if direction == "up" else "gw")
         transfer = iperf(lab.ns, TUNNEL_GW, sc.duration_s, direction, cc=w.cc, flows=w.flows)
+        transfer.inner_tcp = watch.result()
     rtts = pinger.result()
     lab.emu("reset")
     after = _link_bytes(lab.status())
@@ -181,6 +184,8 @@ def run_scenario(sc: Scenario, out_json: Path | None = None, out_png: Path | Non
                      "events": [e["event"] | {"applied_at_s": e["t"]} for e in emu_out.events]}
             if transfer.udp_loss is not None:
                 extra["udp"] = {"loss": transfer.udp_loss, "jitter_ms": transfer.udp_jitter_ms}
+            if transfer.inner_tcp is not None:
+                extra["inner_tcp"] = transfer.inner_tcp
             if transfer.receiver_drops is not None:
                 extra["quic"] = {"receiver_socket_drops": transfer.receiver_drops}
             results.append(resultlib.build(

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ class TransferResult:
     udp_jitter_ms: float | None = None
     udp_out_of_order: int | None = None
     receiver_drops: int | None = None  # a QUIC receiver's socket overflows (not the path's)
+    inner_tcp: dict[str, float] | None = None  # what held the TCP sender back (TcpWatch)
 
 
 def _iperf_json(text: str) -> dict:
@@ -154,6 +156,58 @@ class Pinger:
             if m:
                 rtts.append((float(m.group(1)) - self.t0, float(m.group(3))))
         return rtts
+
+
+SS_FIELD = re.compile(r"\b(cwnd|bytes_acked|rtt|busy|rwnd_limited|sndbuf_limited|mss):([0-9.]+)")
+
+
+def parse_ss(text: str) -> list[dict[str, float]]:
+    """The numbers `ss -tinH` gives per connection (its second line of each pair): cwnd
+    (packets), mss, bytes_acked, rtt (ms), and busy, rwnd_limited, sndbuf_limited (ms)."""
+    out = []
+    for line in text.splitlines():
+        fields = {k: float(v) for k, v in SS_FIELD.findall(line)}
+        if "bytes_acked" in fields:
+            out.append(fields)
+    return out
+
+
+class TcpWatch:
+    """The inner TCP sender's own view of what held it back, from `ss -ti` in its namespace
+    once a second: the share of its busy time it waited on the receiver's window
+    (`rwnd_limited`) or its own send buffer (`sndbuf_limited`); the rest of the time its
+    congestion window was the limit. Reads the connection that carried the most."""
+
+    def __init__(self, ns: Namespaces, role: str, port: int = 5201, interval: float = 1.0) -> None:
+        self._ns, self._role, self._port, self._interval = ns, role, port, interval
+        self.latest: dict[str, float] | None = None
+        self.cwnd_bytes_max = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        query = f"( sport = :{self._port} or dport = :{self._port} )"
+        while not self._stop.wait(self._interval):
+            proc = self._ns.run(self._role, ["ss", "-tinH", query], check=False)
+            conns = parse_ss(proc.stdout or "")
+            if conns:
+                top = max(conns, key=lambda c: c["bytes_acked"])
+                if self.latest is None or top["bytes_acked"] >= self.latest["bytes_acked"]:
+                    self.latest = top
+                    self.cwnd_bytes_max = max(self.cwnd_bytes_max, top.get("cwnd", 0) * top.get("mss", 0))
+
+    def result(self) -> dict[str, float] | None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        last = self.latest
+        if last is None or not last.get("busy"):
+            return None
+        busy = last["busy"]
+        return {"busy_s": round(busy / 1000, 2),
+                "rwnd_limited": round(last.get("rwnd_limited", 0.0) / busy, 3),
+                "sndbuf_limited": round(last.get("sndbuf_limited", 0.0) / busy, 3),
+                "cwnd_max_bytes": int(self.cwnd_bytes_max), "rtt_ms_last": last.get("rtt", 0.0)}
 
 
 def ping_rtts(ns: Namespaces, target: str, count: int = 20, interval_ms: float = 20) -> list[float]:
