@@ -93,8 +93,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _outages(outages: list[dict[str, Any]]) -> str:
-    """Per outage, seconds until goodput reached 0.9 of the other links' capacity (">1.0":
-    not before the link came back, 1 s later)."""
+    """Per outage, seconds until goodput reached 0.9 of the other links' capacity (">L": not
+    within the outage, which lasted L s)."""
     return ", ".join(_fmt(o["recovery_s"]) if o["recovery_s"] is not None else f">{o['lasted_s']:g}"
                      for o in outages) or "-"
 
