@@ -1,13 +1,21 @@
 import ipaddress
 import struct
 
-from braid.core.classify import BULK, FLOW_BUCKETS, INTERACTIVE, SMALL, classify
+from braid.core.classify import BULK, FLOW_BUCKETS, INTERACTIVE, RESENT, SMALL, classify
 
 
 def _ipv4(proto: int, size: int, dscp: int = 0, sport: int = 1000) -> bytes:
     s, d = ipaddress.ip_address("10.0.0.1").packed, ipaddress.ip_address("10.0.0.2").packed
     head = bytes([0x45, dscp << 2]) + size.to_bytes(2, "big") + bytes(4) + bytes([64, proto, 0, 0]) + s + d
     return head + struct.pack("!HH", sport, 80) + bytes(size - 24)
+
+
+def _tcp(size: int, seq: int, sport: int = 7000) -> bytes:
+    """An IPv4 TCP segment of `size` bytes (20 of IP, 20 of TCP header) starting at `seq`."""
+    p = bytearray(_ipv4(6, size, sport=sport))
+    p[24:28] = seq.to_bytes(4, "big")
+    p[32] = 5 << 4  # data offset: 20 bytes of TCP header
+    return bytes(p)
 
 
 def _ipv6(next_header: int, size: int) -> bytes:
@@ -87,15 +95,30 @@ def test_a_voip_flow_is_interactive_in_every_packet_and_a_transfer_beside_it_is_
 def test_tcp_pure_acks_skip_the_queue_and_a_bulk_tcp_flow_stays_bulk():
     from braid.core.classify import FlowClassifier
 
-    def tcp(size: int, sport: int = 7000) -> bytes:
-        p = bytearray(_ipv4(6, size, sport=sport))
-        p[32] = 5 << 4  # data offset: 20 bytes of TCP header
-        return bytes(p)
+    fc = FlowClassifier()
+    assert fc.classify(_tcp(40, 0), 0.0)[1] == SMALL  # no payload
+    seq, kinds = 0, []
+    for i in range(1, 400):
+        size = 1400 if i % 10 else 200
+        kinds.append(fc.classify(_tcp(size, seq), i * 0.0005)[1])
+        seq += size - 40
+    assert set(kinds[5:]) == {BULK}  # its short segments queue behind its earlier ones
+
+
+def test_a_bulk_tcp_segment_below_the_flows_highest_sequence_is_a_retransmission():
+    from braid.core.classify import FlowClassifier
 
     fc = FlowClassifier()
-    assert fc.classify(tcp(40), 0.0)[1] == SMALL  # no payload
-    kinds = [fc.classify(tcp(1400 if i % 10 else 200), i * 0.0005)[1] for i in range(1, 400)]
-    assert set(kinds[5:]) == {BULK}  # its short segments queue behind its earlier ones
+    seq = (1 << 32) - 50_000  # the sequence space wraps during the flow
+    sent = []
+    for i in range(100):
+        assert fc.classify(_tcp(1400, seq), i * 0.0005)[1] == BULK
+        sent.append(seq)
+        seq = (seq + 1360) % (1 << 32)
+    for old in (sent[3], sent[60], sent[-1]):  # before and after the wrap, and the latest
+        assert fc.classify(_tcp(1400, old), 0.06)[1] == RESENT
+    assert fc.classify(_tcp(1400, seq), 0.061)[1] == BULK  # new data again
+    assert fc.classify(_tcp(1400, sent[10], sport=7001), 0.062)[1] != RESENT  # another flow
 
 
 def test_the_flow_table_is_bounded():

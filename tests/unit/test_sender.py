@@ -7,7 +7,7 @@ from braid.core.health import READMIT_GOOD, Health
 from braid.core.link import Link, LinkConfig
 from braid.core.recovery import Item, SendHistory
 from braid.core.scheduler import make_scheduler
-from braid.core.sender import RECOVERY_ROOM_MAX, Framing, Sender
+from braid.core.sender import RECOVERY_ROOM_MAX, RESENT_ROOM, Framing, Sender
 from braid.core.timers import NACK_HOLD_MARGIN, NACK_HOLD_RTTS, RECOVERY_ROOM_HOLD
 from tests.helpers import udp_packet
 
@@ -37,7 +37,7 @@ def _sender(*rates: float) -> tuple[Sender, list[Link], Wire]:
     out = Wire()
     stats: dict[str, int] = dict.fromkeys(("tun_in", "queue_drops", "urgent", "fragmented", "too_big",
                                            "resent", "duplicated", "duplicated_bytes", "warmup_datagrams",
-                                           "resend_copies", "resend_copy_bytes"), 0)
+                                           "resend_copies", "resend_copy_bytes", "resent_kept"), 0)
     history = SendHistory([lk.id for lk in links])
     sender = Sender(links, make_scheduler("earliest-arrival"), Framing(False), history, stats, out,
                     lambda link, now, room: b"")
@@ -166,3 +166,34 @@ def test_while_the_peer_recovers_a_loss_the_tunnel_queue_takes_its_burst_then_sh
     link.path.srtt = 2.0  # a GEO link's round trip: capped
     sender.note_recovery(20.0)
     assert sender.queue_room(20.0) == RECOVERY_ROOM_MAX * sender.queue_limit
+
+
+def _tcp_segment(seq: int, size: int = 1200) -> bytes:
+    """An IPv4 TCP segment of the site's (20 bytes of TCP header) starting at `seq`."""
+    p = bytearray(udp_packet(0, size=size))
+    p[9] = 6  # TCP
+    p[24:28] = seq.to_bytes(4, "big")
+    p[32] = 5 << 4
+    return bytes(p)
+
+
+def test_a_full_tunnel_queue_still_takes_the_inner_senders_retransmissions_up_to_a_bound():
+    """New segments beyond the room are dropped (the inner flow slows down); a retransmission
+    is taken until the queue holds RESENT_ROOM times the room, since lost again it costs its
+    flow a retransmission timeout."""
+    sender, link = _cycling_sender(2e6, 0.060)
+    t, seq = 1.0, 0
+    for _ in range(100):  # far more than 50 ms of 2 Mbit/s
+        sender.on_tun_packet(_tcp_segment(seq), t)
+        seq += 1160
+    dropped = sender.stats["queue_drops"]
+    assert dropped > 0
+    queued = link.pacer.backlog_end(t) - t
+    assert queued <= sender.queue_room(t) + 0.01
+    sender.on_tun_packet(_tcp_segment(seq), t)  # new data: refused
+    assert sender.stats["queue_drops"] == dropped + 1
+    for old in range(0, 1160 * 40, 1160):  # retransmissions: taken up to the bound
+        sender.on_tun_packet(_tcp_segment(old), t)
+    kept = sender.stats["resent_kept"]
+    assert kept > 0 and sender.stats["queue_drops"] > dropped + 1
+    assert link.pacer.backlog_end(t) - t <= RESENT_ROOM * sender.queue_room(t) + 0.01

@@ -74,7 +74,7 @@ class Bond:
             ("tun_in", "tun_out", "queue_drops", "duplicates", "resent", "nacks_sent",
              "nacks_received", "bad_frames", "urgent", "fragmented", "reassembled",
              "fragments_expired", "too_big", "warmup_datagrams", "nacks_limited", "duplicated",
-             "duplicated_bytes", "resend_copies", "resend_copy_bytes"), 0)
+             "duplicated_bytes", "resend_copies", "resend_copy_bytes", "resent_kept"), 0)
         self.rx = Receiver(self.stats, REORDER_TIMEOUT_MAX)  # dedup, reassembly, reordering: -> rx.delivered
         self.recovery = Recovery([link.id for link in self.links], now, self.stats)
         self._history = self.recovery.history

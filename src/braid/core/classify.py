@@ -25,6 +25,9 @@ BULK = 0
 SMALL = 1  # small packets, TCP pure ACKs among them: skip the queue
 INTERACTIVE = 2  # ICMP, DSCP EF/CS6/CS7, small UDP (VoIP, games, DNS): skip the queue and
                  # keep the lowest-latency link's queue short while they flow
+RESENT = 3  # bulk, and a TCP segment that carries only sequence space its flow already sent:
+            # the inner sender's retransmission (the tunnel queue keeps room for it)
+SEQ_SPACE = 1 << 32
 
 
 def classify(packet: bytes) -> tuple[int, int]:
@@ -33,7 +36,7 @@ def classify(packet: bytes) -> tuple[int, int]:
     facts = _facts(packet)
     if facts is None:
         return 0, BULK
-    key, proto, dscp, icmp, _ = facts
+    key, proto, dscp, icmp, _, _ = facts
     bucket = key % FLOW_BUCKETS
     n = len(packet)
     if icmp or dscp in INTERACTIVE_DSCP or (n <= SMALL_PACKET and proto == PROTO_UDP):
@@ -43,8 +46,9 @@ def classify(packet: bytes) -> tuple[int, int]:
     return bucket, BULK
 
 
-def _facts(packet: bytes) -> tuple[int, int, int, bool, bool] | None:
-    """(5-tuple hash, protocol, DSCP, ICMP?, TCP without payload?), None if malformed."""
+def _facts(packet: bytes) -> tuple[int, int, int, bool, bool, int] | None:
+    """(5-tuple hash, protocol, DSCP, ICMP?, TCP without payload?, offset of the transport
+    header), None if malformed."""
     n = len(packet)
     if n < 20:
         return None
@@ -66,7 +70,18 @@ def _facts(packet: bytes) -> tuple[int, int, int, bool, bool] | None:
         return None
     ports = packet[l4 : l4 + 4] if proto in (PROTO_TCP, PROTO_UDP) else b""
     pure_ack = proto == PROTO_TCP and n >= l4 + 13 and n - l4 - (packet[l4 + 12] >> 4) * 4 <= 0
-    return zlib.crc32(ports, zlib.crc32(key, proto)), proto, dscp, icmp, pure_ack
+    return zlib.crc32(ports, zlib.crc32(key, proto)), proto, dscp, icmp, pure_ack, l4
+
+
+def tcp_sequence_end(packet: bytes, l4: int) -> int | None:
+    """The sequence number just past a TCP segment's payload, or None if it carries none
+    (or its header is cut short)."""
+    if len(packet) < l4 + 20:
+        return None
+    payload = len(packet) - l4 - (packet[l4 + 12] >> 4) * 4
+    if payload <= 0:
+        return None
+    return (int.from_bytes(packet[l4 + 4:l4 + 8], "big") + payload) % SEQ_SPACE
 
 
 @dataclass(slots=True)
@@ -75,6 +90,7 @@ class _Flow:
     size: float  # mean packet size, weighted over the last ~8 packets
     at: float
     bulk: bool = False
+    tcp_end: int = -1  # TCP: the highest sequence end sent so far (-1: none yet)
 
 
 class FlowClassifier:
@@ -98,7 +114,7 @@ class FlowClassifier:
         facts = _facts(packet)
         if facts is None:
             return 0, BULK
-        key, proto, dscp, icmp, pure_ack = facts
+        key, proto, dscp, icmp, pure_ack, l4 = facts
         bucket = key % FLOW_BUCKETS
         if icmp or dscp in INTERACTIVE_DSCP:
             return bucket + FLOW_BUCKETS, INTERACTIVE
@@ -120,9 +136,26 @@ class FlowClassifier:
             flow.bulk = not (flow.size <= SMALL_FLOW_SIZE and flow.rate * 8 < INTERACTIVE_RATE / 2)
         else:
             flow.bulk = flow.size > SMALL_FLOW_SIZE or flow.rate * 8 >= INTERACTIVE_RATE
+        if proto == PROTO_TCP and self._retransmitted(flow, packet, l4):
+            return (bucket, RESENT) if flow.bulk else (bucket + FLOW_BUCKETS, SMALL)
         if flow.bulk:
             return bucket, BULK
         return bucket + FLOW_BUCKETS, INTERACTIVE if proto == PROTO_UDP else SMALL
+
+
+    @staticmethod
+    def _retransmitted(flow: _Flow, packet: bytes, l4: int) -> bool:
+        """Whether a TCP segment ends at or below the flow's highest sequence end so far
+        (which it raises otherwise)."""
+        end = tcp_sequence_end(packet, l4)
+        if end is None:
+            return False
+        if flow.tcp_end >= 0:
+            ahead = (end - flow.tcp_end) % SEQ_SPACE
+            if ahead == 0 or ahead >= SEQ_SPACE // 2:
+                return True
+        flow.tcp_end = end
+        return False
 
 
 def source_address(packet: bytes) -> bytes | None:

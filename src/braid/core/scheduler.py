@@ -176,20 +176,23 @@ class LinkChoice:
             return pick_urgent(self.links, size, now, LINK_BACKLOG, loss_penalty=RESEND_LOSS_PENALTY)
         return pick_urgent(self.links, size, now, LINK_BACKLOG)
 
-    def admit(self, size: int, now: float) -> Link | None:
+    def admit(self, size: int, now: float,
+              has_room: Callable[[Link, float], bool] | None = None) -> Link | None:
         """The earliest arrival among the links with room: a full link's packet goes to the
         next best (a satellite behind a full 4G link adds capacity, not loss), and only when
         all of those are full to a far link not yet measured. None when every link is full:
-        the packet is dropped, and the inner flow slows down."""
+        the packet is dropped, and the inner flow slows down. `has_room`: another judgement
+        of room than the sender's usual one (more, for a retransmission)."""
+        room = has_room or self._has_room
         links, spill = self._bulk_candidates(now)
         for group in (links, spill):
-            open_links = [lk for lk in group if lk.usable and self._has_room(lk, now)]
+            open_links = [lk for lk in group if lk.usable and room(lk, now)]
             if open_links:
                 return self.scheduler.pick(open_links, size, now)
         if any(lk.usable for lk in self.links):
             return None
         link = self.scheduler.pick(self.links, size, now)  # none usable: the likeliest
-        return link if self._has_room(link, now) else None
+        return link if room(link, now) else None
 
     def _bulk_candidates(self, now: float) -> tuple[list[Link], list[Link]]:
         """The links bulk packets may take, and those they may spill onto when all of these

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import wire
-from .classify import BULK, INTERACTIVE, FlowClassifier
+from .classify import BULK, INTERACTIVE, RESENT, FlowClassifier
 from .estimator import RESERVED_DATAGRAM_TIME
 from .link import Link
 from .recovery import Item, SendHistory, nack_hold
@@ -30,6 +30,9 @@ from .windowed import WindowedMax
 DEFAULT_QUEUE_LIMIT = 0.050  # seconds of paced backlog a link's tunnel queue may hold
 RECOVERY_ROOM_MAX = 4  # ... while the peer recovers losses, up to this many times more
 STARTUP_QUEUE_PACKETS = 64
+# an inner TCP's retransmission is taken while a link's queue holds less than this many
+# times the room new packets get (lost again, it costs its flow a retransmission timeout)
+RESENT_ROOM = 2.0
 RESERVE_NOISE_MAX = 0.001  # seconds of idle delay noise above which a link is not reserved
 # realtime protection: an interactive packet (classify.INTERACTIVE: VoIP, games, DNS, ICMP,
 # DSCP EF) is sent twice while the link it takes loses more than this share of datagrams
@@ -145,8 +148,8 @@ class Sender:
             self._interactive_until = now + INTERACTIVE_HOLD
         if wire.fragments_needed(len(packet), self._whole_max) > wire.MAX_FRAGMENTS:
             self.stats["too_big"] += 1
-        elif klass == BULK:
-            self._bulk(packet, flow, now)
+        elif klass in (BULK, RESENT):
+            self._bulk(packet, flow, now, klass == RESENT)
         else:
             self._urgent(packet, flow, klass == INTERACTIVE, now)
 
@@ -168,14 +171,19 @@ class Sender:
             if interactive and copies_on(link):
                 self._duplicate(link, flow, fseq, seq, payload, size, now)
 
-    def _bulk(self, packet: bytes, flow: int, now: float) -> None:
+    def _bulk(self, packet: bytes, flow: int, now: float, resent: bool = False) -> None:
         """Into the tunnel queue of the link the choice admits it to, cut into fragments if
-        it is larger than a datagram; dropped when every link's queue is full. Numbers are
+        it is larger than a datagram; dropped when every link's queue is full (an inner
+        TCP's retransmission, `resent`, when they hold RESENT_ROOM times that). Numbers are
         taken only once the tunnel has accepted the packet: a dropped packet must leave no
         gap in its flow's or the global sequence, or the receiver would hold the flow until
         every link (the slowest, sparsest too) showed the gap was never sent."""
         full = self.framing.data_size(min(len(packet), self._whole_max))
         link = self.choice.admit(full, now)
+        if link is None and resent:
+            link = self.choice.admit(full, now, self._has_resent_room)
+            if link is not None:
+                self.stats["resent_kept"] += 1
         if link is None:
             self.stats["queue_drops"] += 1
             return
@@ -245,6 +253,9 @@ class Sender:
         still ramping up, time at that estimate understates the room: a few packets more."""
         return (link.pacer.backlog_end(now) - now <= self.queue_room(now)
                 or (link.est.startup and len(self._queues[link.id]) < STARTUP_QUEUE_PACKETS))
+
+    def _has_resent_room(self, link: Link, now: float) -> bool:
+        return link.pacer.backlog_end(now) - now <= RESENT_ROOM * self.queue_room(now)
 
     def _enqueue(self, link: Link, queued: Queued, now: float) -> None:
         """Queue a packet on a link and hand what its pacing allows to the socket."""
