@@ -142,7 +142,6 @@ class FlowClassifier:
             return bucket, BULK
         return bucket + FLOW_BUCKETS, INTERACTIVE if proto == PROTO_UDP else SMALL
 
-
     @staticmethod
     def _retransmitted(flow: _Flow, packet: bytes, l4: int) -> bool:
         """Whether a TCP segment ends at or below the flow's highest sequence end so far
