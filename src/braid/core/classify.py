@@ -136,10 +136,10 @@ class FlowClassifier:
             flow.bulk = not (flow.size <= SMALL_FLOW_SIZE and flow.rate * 8 < INTERACTIVE_RATE / 2)
         else:
             flow.bulk = flow.size > SMALL_FLOW_SIZE or flow.rate * 8 >= INTERACTIVE_RATE
-        if proto == PROTO_TCP and self._retransmitted(flow, packet, l4):
-            return (bucket, RESENT) if flow.bulk else (bucket + FLOW_BUCKETS, SMALL)
+        # every TCP segment raises its flow's sequence end, bulk or not yet
+        resent = proto == PROTO_TCP and self._retransmitted(flow, packet, l4)
         if flow.bulk:
-            return bucket, BULK
+            return bucket, RESENT if resent else BULK
         return bucket + FLOW_BUCKETS, INTERACTIVE if proto == PROTO_UDP else SMALL
 
     @staticmethod
